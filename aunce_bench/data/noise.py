@@ -1,0 +1,141 @@
+"""Synthetic label noise for multi-label AU data (FACTS.md s9).
+
+A noise model gives, per AU, rho_10 = P(observed 0 | true 1) and rho_01 = P(observed 1 | true 0).
+AU positives are rare, so a symmetric per-entry flip mostly creates false positives: `apply_label_noise`
+reports the achieved flip rates per AU. Noise is meant for training labels only; test labels stay clean.
+
+To add a model, write a function (rate, n_aus) -> (rho_10, rho_01) and decorate it with
+`@register_noise_model("name")`; `NoiseSpec.parse("name:0.2")` then accepts it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+MISSING_LABEL = -1
+CLEAN = "none"
+
+NoiseModel = Callable[[float, int], tuple[np.ndarray, np.ndarray]]
+NOISE_MODELS: dict[str, NoiseModel] = {}
+
+
+def register_noise_model(name: str) -> Callable[[NoiseModel], NoiseModel]:
+    """Decorator adding a noise model (rate, n_aus) -> (rho_10 [n_aus], rho_01 [n_aus]) under `name`."""
+
+    def register(model: NoiseModel) -> NoiseModel:
+        if name == CLEAN or name in NOISE_MODELS:
+            raise ValueError(f"noise model name {name!r} is reserved or already registered")
+        NOISE_MODELS[name] = model
+        return model
+
+    return register
+
+
+@register_noise_model("symmetric")
+def symmetric(rate: float, n_aus: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every label flips with probability `rate`, whatever its true value."""
+    return np.full(n_aus, rate), np.full(n_aus, rate)
+
+
+@register_noise_model("missing_positive")
+def missing_positive(rate: float, n_aus: int) -> tuple[np.ndarray, np.ndarray]:
+    """True positives are missed with probability `rate` (annotators overlook subtle AUs); no false positives."""
+    return np.full(n_aus, rate), np.zeros(n_aus)
+
+
+def _format_error(text: str, detail: str) -> str:
+    kinds = ", ".join(NOISE_MODELS)
+    return (
+        f"invalid noise spec {text!r}: {detail}; expected '{CLEAN}' or '<kind>:<rate>' with rate in [0, 1), "
+        f"e.g. 'symmetric:0.2'; known kinds: {kinds}"
+    )
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """A noise model name (a key of NOISE_MODELS, or "none") and its rate in [0, 1)."""
+
+    kind: str
+    rate: float
+
+    def __post_init__(self) -> None:
+        if self.kind != CLEAN and self.kind not in NOISE_MODELS:
+            raise ValueError(f"unknown noise kind {self.kind!r}; known kinds: {', '.join(NOISE_MODELS)}")
+        if not 0.0 <= self.rate < 1.0:
+            raise ValueError(f"noise rate must lie in [0, 1), got {self.rate!r}")
+        if self.kind == CLEAN and self.rate != 0.0:
+            raise ValueError(f"noise kind {CLEAN!r} takes no rate, got {self.rate!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> NoiseSpec:
+        """Parse "none" or "<kind>:<rate>", e.g. "symmetric:0.2"; "<kind>:0" means no noise."""
+        stripped = text.strip()
+        if stripped == CLEAN:
+            return cls(CLEAN, 0.0)
+        kind, sep, rate_text = stripped.partition(":")
+        if not sep:
+            raise ValueError(_format_error(text, "missing ':<rate>'"))
+        if kind not in NOISE_MODELS:
+            close = difflib.get_close_matches(kind, list(NOISE_MODELS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(_format_error(text, f"unknown kind {kind!r}{hint}"))
+        try:
+            rate = float(rate_text)
+        except ValueError:
+            raise ValueError(_format_error(text, f"rate {rate_text!r} is not a number")) from None
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(_format_error(text, f"rate {rate_text!r} is outside [0, 1)"))
+        return cls(CLEAN, 0.0) if rate == 0.0 else cls(kind, rate)
+
+    @property
+    def is_clean(self) -> bool:
+        """True when the spec changes no label."""
+        return self.kind == CLEAN or self.rate == 0.0
+
+    def __str__(self) -> str:
+        """Canonical text that `parse` reads back: "none" or e.g. "symmetric:0.2"."""
+        return CLEAN if self.is_clean else f"{self.kind}:{self.rate!r}"
+
+
+@dataclass(frozen=True)
+class FlipRates:
+    """Achieved noise on one AU column: flip fractions among true positives / negatives (NaN if none)."""
+
+    rho_10: float
+    rho_01: float
+    n_flipped: int
+
+
+def apply_label_noise(labels: np.ndarray, spec: NoiseSpec, seed: int) -> tuple[np.ndarray, dict[int, FlipRates]]:
+    """Return noisy labels (a new array) and the achieved flip rates per AU column.
+
+    `labels` is [N, K] with 1 present, 0 absent, -1 missing; missing entries never change. Each known label
+    flips independently with its AU's rho_10 (if 1) or rho_01 (if 0), drawn from np.random.default_rng(seed).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be 2-D [frames, AUs], got shape {labels.shape}")
+    noisy = labels.copy()
+    n_aus = labels.shape[1]
+    if not spec.is_clean:
+        rho_10, rho_01 = NOISE_MODELS[spec.kind](spec.rate, n_aus)
+        draws = np.random.default_rng(seed).random(labels.shape)
+        positive, negative = labels == 1, labels == 0
+        flip = (positive & (draws < rho_10)) | (negative & (draws < rho_01))
+        noisy[flip] = 1 - labels[flip]
+
+    rates = {}
+    for k in range(n_aus):
+        positive, negative = labels[:, k] == 1, labels[:, k] == 0
+        flipped = noisy[:, k] != labels[:, k]
+        rates[k] = FlipRates(
+            rho_10=float(flipped[positive].mean()) if positive.any() else math.nan,
+            rho_01=float(flipped[negative].mean()) if negative.any() else math.nan,
+            n_flipped=int(flipped.sum()),
+        )
+    return noisy, rates

@@ -1,0 +1,118 @@
+import math
+
+import numpy as np
+import pytest
+
+from aunce_bench.data.noise import NOISE_MODELS, FlipRates, NoiseSpec, apply_label_noise
+
+
+def clean_labels(n=200_000, n_aus=4, base_rate=0.2, missing=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((n, n_aus)) < base_rate).astype(np.int8)
+    labels[rng.random(labels.shape) < missing] = -1
+    return labels
+
+
+@pytest.mark.parametrize(("text", "rho_10", "rho_01"), [("symmetric:0.2", 0.2, 0.2), ("missing_positive:0.2", 0.2, 0.0)])
+def test_achieved_flip_rates_match_requested(text, rho_10, rho_01):
+    labels = clean_labels()
+    noisy, rates = apply_label_noise(labels, NoiseSpec.parse(text), seed=1)
+    assert sorted(rates) == [0, 1, 2, 3]
+    for k, achieved in rates.items():
+        assert achieved.rho_10 == pytest.approx(rho_10, abs=0.01)
+        assert achieved.rho_01 == pytest.approx(rho_01, abs=0.01)
+        assert achieved.n_flipped == int(np.sum(noisy[:, k] != labels[:, k]))
+
+
+def test_missing_positive_never_creates_positives():
+    labels = clean_labels(n=20_000)
+    noisy, _ = apply_label_noise(labels, NoiseSpec.parse("missing_positive:0.5"), seed=2)
+    assert not np.any((noisy == 1) & (labels != 1))
+    assert np.any((noisy == 0) & (labels == 1))
+
+
+def test_missing_labels_untouched_and_input_not_modified():
+    labels = clean_labels(n=20_000, missing=0.3)
+    before = labels.copy()
+    noisy, _ = apply_label_noise(labels, NoiseSpec.parse("symmetric:0.4"), seed=3)
+    np.testing.assert_array_equal(labels, before)
+    np.testing.assert_array_equal(noisy == -1, labels == -1)
+    assert noisy.dtype == labels.dtype and noisy is not labels
+    assert set(np.unique(noisy)) == {-1, 0, 1}
+
+
+def test_deterministic_given_seed():
+    labels = clean_labels(n=5_000)
+    spec = NoiseSpec.parse("symmetric:0.3")
+    first, first_rates = apply_label_noise(labels, spec, seed=7)
+    again, again_rates = apply_label_noise(labels, spec, seed=7)
+    other, _ = apply_label_noise(labels, spec, seed=8)
+    np.testing.assert_array_equal(first, again)
+    assert first_rates == again_rates
+    assert not np.array_equal(first, other)
+
+
+def test_clean_spec_returns_unchanged_copy():
+    labels = clean_labels(n=1_000, missing=0.1)
+    for text in ("none", "symmetric:0"):
+        spec = NoiseSpec.parse(text)
+        assert spec.is_clean
+        noisy, rates = apply_label_noise(labels, spec, seed=0)
+        np.testing.assert_array_equal(noisy, labels)
+        assert noisy is not labels
+        assert all(r == FlipRates(0.0, 0.0, 0) for r in rates.values())
+
+
+def test_rates_are_nan_without_true_positives_or_negatives():
+    labels = np.array([[1, 0], [1, 0], [-1, 0]], dtype=np.int8)
+    _, rates = apply_label_noise(labels, NoiseSpec.parse("symmetric:0.5"), seed=0)
+    assert math.isnan(rates[0].rho_01) and not math.isnan(rates[0].rho_10)
+    assert math.isnan(rates[1].rho_10) and not math.isnan(rates[1].rho_01)
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("none", "none"),
+        ("symmetric:0.2", "symmetric:0.2"),
+        ("symmetric:0.20", "symmetric:0.2"),
+        ("missing_positive:0.25", "missing_positive:0.25"),
+        ("symmetric:0", "none"),
+        ("missing_positive:0.0", "none"),
+    ],
+)
+def test_parse_round_trips(text, canonical):
+    spec = NoiseSpec.parse(text)
+    assert str(spec) == canonical
+    assert NoiseSpec.parse(str(spec)) == spec
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("symmetric", "missing ':<rate>'"),
+        ("symmetric:abc", "not a number"),
+        ("symmetric:1.5", r"outside \[0, 1\)"),
+        ("symmetric:1", r"outside \[0, 1\)"),
+        ("symmetric:-0.1", r"outside \[0, 1\)"),
+        ("symetric:0.2", "did you mean 'symmetric'"),
+        ("gaussian:0.2", "unknown kind 'gaussian'"),
+    ],
+)
+def test_parse_rejects_malformed(text, message):
+    with pytest.raises(ValueError, match=message) as error:
+        NoiseSpec.parse(text)
+    text_of_error = str(error.value)
+    assert "\n" not in text_of_error
+    assert "known kinds: symmetric, missing_positive" in text_of_error
+
+
+def test_registry_and_direct_construction():
+    assert set(NOISE_MODELS) >= {"symmetric", "missing_positive"}
+    rho_10, rho_01 = NOISE_MODELS["missing_positive"](0.3, 3)
+    np.testing.assert_array_equal(rho_10, [0.3] * 3)
+    np.testing.assert_array_equal(rho_01, [0.0] * 3)
+    with pytest.raises(ValueError, match="unknown noise kind"):
+        NoiseSpec("gaussian", 0.1)
+    with pytest.raises(ValueError, match="takes no rate"):
+        NoiseSpec("none", 0.1)
