@@ -1,0 +1,398 @@
+"""ResultStore: the one store of runs, a SQLite database plus per-frame predictions as Parquet.
+
+`runs` holds one row per run (status running -> done | failed, the resolved spec and provenance as JSON),
+`au_metrics` the per-AU metrics per group ("all" or a pose bin such as "pose:yaw+20_pitch+0"), and
+`noise_rates` the realised label-noise rates. Predictions live in `<db stem>.predictions/<run_id>.parquet`
+beside the database. A run becomes "done" only in the transaction that stores its metrics, after its
+Parquet file is in place, so nothing half-written is ever marked complete. Several processes may share
+one store (WAL journal, 30 s busy timeout, one short transaction per call). NaN is stored as NULL and
+read back as None.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from aunce_bench.errors import UserError
+
+SCHEMA_VERSION = 1
+STATUSES = ("running", "done", "failed")
+METRIC_FIELDS = ("f1", "precision", "recall", "accuracy", "auc", "support", "positives")
+COUNT_FIELDS = ("support", "positives")
+NOISE_FIELDS = ("rho_10", "rho_01", "n_flipped")
+BUSY_TIMEOUT_S = 30.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    method TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    budget,
+    fold INTEGER,
+    seed INTEGER,
+    noise TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed')),
+    mean_f1 REAL,
+    chance_f1 REAL,
+    wall_s REAL,
+    error TEXT,
+    spec_json TEXT NOT NULL,
+    provenance_json TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_order ON runs (protocol, method, noise, fold, seed, started_at);
+CREATE TABLE IF NOT EXISTS au_metrics (
+    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    grp TEXT NOT NULL,
+    au TEXT NOT NULL,
+    f1 REAL,
+    precision REAL,
+    recall REAL,
+    accuracy REAL,
+    auc REAL,
+    support INTEGER,
+    positives INTEGER,
+    PRIMARY KEY (run_id, grp, au)
+);
+CREATE TABLE IF NOT EXISTS noise_rates (
+    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    au TEXT NOT NULL,
+    rho_10 REAL,
+    rho_01 REAL,
+    n_flipped INTEGER,
+    PRIMARY KEY (run_id, au)
+);
+"""
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _real(value: Any) -> float | None:
+    """A float for SQLite: None for missing or non-finite values (NaN is stored as NULL)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _count(value: Any) -> int | None:
+    value = _real(value)
+    return None if value is None else int(value)
+
+
+def _plain(value: Any) -> Any:
+    """`value` with numpy types, tuples and non-finite floats made plain JSON (NaN -> None)."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(_plain(value), allow_nan=False, default=str, sort_keys=True)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _column(values: Any) -> pa.Array:
+    """A Parquet column: 1-D arrays as they are, 2-D arrays [N, K] as fixed-size lists of K values."""
+    array = np.asarray(values)
+    if array.ndim == 1:
+        return pa.array(array)
+    if array.ndim == 2:
+        return pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1)), array.shape[1])
+    raise ValueError(f"prediction columns must be 1-D or 2-D arrays, got shape {array.shape}")
+
+
+class ResultStore:
+    """Runs, per-AU metrics, noise rates and predictions of one results database."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.predictions_dir = self.path.parent / f"{self.path.stem}.predictions"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            with self._transaction() as conn:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise UserError(
+                        f"{self.path}: results database has schema version {version}, this aunce-bench "
+                        f"reads up to {SCHEMA_VERSION}; upgrade aunce-bench or pass another --db"
+                    )
+                if version < SCHEMA_VERSION:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise UserError(f"{self.path}: not a usable results database ({exc}); pass another --db") from exc
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        self._conn.execute(begin)
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _prediction_path(self, run_id: str) -> Path:
+        return self.predictions_dir / f"{run_id}.parquet"
+
+    def status(self, run_id: str) -> str | None:
+        """The run's status ("running", "done", "failed"), None for an unknown run."""
+        row = self._conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else row["status"]
+
+    def start_run(
+        self,
+        run_id: str,
+        *,
+        method: str,
+        protocol: str,
+        dataset: str,
+        budget: str | int | float | None,
+        fold: int | None,
+        seed: int | None,
+        noise: str,
+        spec: dict,
+        provenance: dict,
+    ) -> None:
+        """Record the run as "running", replacing a failed or interrupted attempt and its rows."""
+        if not _RUN_ID.fullmatch(run_id):
+            raise ValueError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-'")
+        with self._transaction() as conn:
+            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is not None and row["status"] == "done":
+                raise ValueError(f"run {run_id} is already done; it is never restarted")
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            conn.execute(
+                "INSERT INTO runs (run_id, method, protocol, dataset, budget, fold, seed, noise, status, "
+                "spec_json, provenance_json, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                (
+                    run_id,
+                    method,
+                    protocol,
+                    dataset,
+                    _plain(budget),
+                    None if fold is None else int(fold),
+                    None if seed is None else int(seed),
+                    noise,
+                    _dumps(spec),
+                    _dumps(provenance),
+                    _now(),
+                ),
+            )
+            self._prediction_path(run_id).unlink(missing_ok=True)
+
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        metrics: dict[str, dict[str, dict[str, float]]],
+        mean_f1: float,
+        chance_f1: float,
+        wall_s: float,
+        predictions: dict[str, np.ndarray],
+        noise_rates: dict[str, dict[str, float]] | None = None,
+        provenance_update: dict | None = None,
+    ) -> None:
+        """Store predictions, then metrics, noise rates and provenance, and mark the run "done", atomically.
+
+        `metrics` maps group -> AU name -> {f1, precision, recall, accuracy, auc, support, positives} and
+        must hold group "all"; `provenance_update` is merged (top-level keys) into the stored provenance.
+        """
+        status = self.status(run_id)
+        if status != "running":
+            raise ValueError(f"run {run_id} is {status or 'unknown'}; only a running run can finish")
+        if "all" not in metrics:
+            raise ValueError(f"run {run_id}: metrics need group 'all', got {sorted(metrics)}")
+        for group, per_au in metrics.items():
+            for au, values in per_au.items():
+                unknown = set(values) - set(METRIC_FIELDS)
+                if unknown:
+                    raise ValueError(f"run {run_id}: unknown metrics {sorted(unknown)} for {group}/{au}")
+        table = pa.table({name: _column(values) for name, values in predictions.items()})
+        self._write_predictions(run_id, table)
+        with self._transaction() as conn:
+            row = conn.execute("SELECT status, provenance_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None or row["status"] != "running":
+                raise ValueError(f"run {run_id} stopped running before it could finish")
+            self._insert_metrics(conn, run_id, metrics)
+            conn.executemany(
+                "INSERT INTO noise_rates (run_id, au, rho_10, rho_01, n_flipped) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (run_id, au, _real(rates.get("rho_10")), _real(rates.get("rho_01")), _count(rates.get("n_flipped")))
+                    for au, rates in (noise_rates or {}).items()
+                ],
+            )
+            provenance = json.loads(row["provenance_json"]) | _plain(provenance_update or {})
+            conn.execute(
+                "UPDATE runs SET status = 'done', error = NULL, mean_f1 = ?, chance_f1 = ?, wall_s = ?, "
+                "provenance_json = ?, finished_at = ? WHERE run_id = ?",
+                (_real(mean_f1), _real(chance_f1), _real(wall_s), _dumps(provenance), _now(), run_id),
+            )
+
+    def _write_predictions(self, run_id: str, table: pa.Table) -> None:
+        """Write the Parquet file atomically: a temporary file in the same folder, then os.replace."""
+        self.predictions_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.predictions_dir, prefix=f".{run_id}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, self._prediction_path(run_id))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _insert_metrics(conn: sqlite3.Connection, run_id: str, metrics: dict[str, dict[str, dict[str, float]]]) -> None:
+        conn.executemany(
+            f"INSERT INTO au_metrics (run_id, grp, au, {', '.join(METRIC_FIELDS)}) "
+            f"VALUES (?, ?, ?, {', '.join('?' * len(METRIC_FIELDS))})",
+            [
+                (
+                    run_id,
+                    group,
+                    au,
+                    *((_count if name in COUNT_FIELDS else _real)(values.get(name)) for name in METRIC_FIELDS),
+                )
+                for group, per_au in metrics.items()
+                for au, values in per_au.items()
+            ],
+        )
+
+    def fail_run(self, run_id: str, reason: str, wall_s: float | None = None) -> None:
+        """Mark a running (or failed) run "failed" with `reason`; a done run is never demoted."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None or row["status"] == "done":
+                raise ValueError(f"run {run_id} is {row['status'] if row else 'unknown'}; it cannot be failed")
+            conn.execute(
+                "UPDATE runs SET status = 'failed', error = ?, wall_s = COALESCE(?, wall_s), finished_at = ? "
+                "WHERE run_id = ?",
+                (reason, _real(wall_s), _now(), run_id),
+            )
+
+    def runs(self, *, method: str | None = None, protocol: str | None = None, status: str | None = None) -> list[dict]:
+        """One JSON-ready dict per run, ordered by protocol, method, noise, fold, seed, start time.
+
+        Keys: run_id, method, protocol, dataset, budget, fold, seed, noise, status, mean_f1, per_au_f1 (AU ->
+        F1 of group "all", in stored order), chance_f1, wall_s, error, groups (other group -> AU -> F1),
+        noise_rates (AU -> {rho_10, rho_01, n_flipped}), spec, provenance.
+        """
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+        where = (
+            "(:method IS NULL OR method = :method) AND (:protocol IS NULL OR protocol = :protocol) "
+            "AND (:status IS NULL OR status = :status)"
+        )
+        params = {"method": method, "protocol": protocol, "status": status}
+        with self._transaction("BEGIN") as conn:
+            rows = conn.execute(
+                f"SELECT * FROM runs WHERE {where} ORDER BY protocol, method, noise, fold, seed, started_at, run_id",
+                params,
+            ).fetchall()
+            f1_rows = conn.execute(
+                f"SELECT run_id, grp, au, f1 FROM au_metrics WHERE run_id IN (SELECT run_id FROM runs WHERE {where}) "
+                "ORDER BY rowid",
+                params,
+            ).fetchall()
+            noise_rows = conn.execute(
+                f"SELECT * FROM noise_rates WHERE run_id IN (SELECT run_id FROM runs WHERE {where}) ORDER BY rowid",
+                params,
+            ).fetchall()
+        f1: dict[str, dict[str, dict[str, float | None]]] = {}
+        for row in f1_rows:
+            f1.setdefault(row["run_id"], {}).setdefault(row["grp"], {})[row["au"]] = row["f1"]
+        noise: dict[str, dict[str, dict[str, float | None]]] = {}
+        for row in noise_rows:
+            noise.setdefault(row["run_id"], {})[row["au"]] = {name: row[name] for name in NOISE_FIELDS}
+        result = []
+        for row in rows:
+            groups = f1.get(row["run_id"], {})
+            result.append(
+                {
+                    "run_id": row["run_id"],
+                    "method": row["method"],
+                    "protocol": row["protocol"],
+                    "dataset": row["dataset"],
+                    "budget": row["budget"],
+                    "fold": row["fold"],
+                    "seed": row["seed"],
+                    "noise": row["noise"],
+                    "status": row["status"],
+                    "mean_f1": row["mean_f1"],
+                    "per_au_f1": groups.get("all", {}),
+                    "chance_f1": row["chance_f1"],
+                    "wall_s": row["wall_s"],
+                    "error": row["error"],
+                    "groups": {group: per_au for group, per_au in groups.items() if group != "all"},
+                    "noise_rates": noise.get(row["run_id"], {}),
+                    "spec": json.loads(row["spec_json"]),
+                    "provenance": json.loads(row["provenance_json"]),
+                }
+            )
+        return result
+
+    def au_metrics(self, run_id: str, group: str = "all") -> dict[str, dict[str, float | None]]:
+        """AU -> {f1, precision, recall, accuracy, auc, support, positives} of one group (None where NaN)."""
+        rows = self._conn.execute(
+            f"SELECT au, {', '.join(METRIC_FIELDS)} FROM au_metrics WHERE run_id = ? AND grp = ? ORDER BY rowid",
+            (run_id, group),
+        ).fetchall()
+        return {row["au"]: {name: row[name] for name in METRIC_FIELDS} for row in rows}
+
+    def predictions(self, run_id: str) -> pa.Table:
+        """The run's per-frame predictions as stored by finish_run."""
+        path = self._prediction_path(run_id)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"no predictions for run {run_id} (status: {self.status(run_id) or 'unknown run'}); "
+                f"expected {path}"
+            )
+        return pq.read_table(path)
