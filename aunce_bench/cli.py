@@ -50,9 +50,6 @@ def _user_errors():
 @app.callback()
 def _main() -> None:
     """Benchmark harness and leaderboard for facial action unit (AU) detection."""
-    import datasets
-
-    datasets.disable_progress_bars()  # the CLI shows its own progress
 
 
 @app.command()
@@ -114,3 +111,113 @@ def _print_summary(index, folder: Path, reused: bool, seconds: float) -> None:
     else:
         console.print(f"wrote {len(index)} frames of {subjects} subjects to {folder} "
                       f"in {seconds:.1f} s ({len(index) / seconds:.0f} faces/s)")
+
+
+def _int_list(text: str | None, option: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"invalid {option}: expected comma-separated integers like 1,2, got '{text}'")
+
+
+def _db_path(db: Optional[Path]) -> Path:
+    import os
+
+    return db or Path(os.environ.get("AUNCE_BENCH_DB", "results.sqlite"))
+
+
+@app.command()
+def run(
+    method: Annotated[str, typer.Option(help="method name (methods/NAME.yaml) or path to a method YAML")],
+    protocol: Annotated[str, typer.Option(help="protocol name (protocols/NAME.yaml) or path to a protocol YAML")],
+    quick: Annotated[bool, typer.Option("--quick", help="use the protocol's quick budget (smoke test)")] = False,
+    budget: Annotated[str, typer.Option(help="quick, standard or full")] = "standard",
+    folds: Annotated[Optional[str], typer.Option(help="folds to run, e.g. 1,2 (default: all)")] = None,
+    seeds: Annotated[str, typer.Option(help="seeds, e.g. 0,1")] = "0",
+    noise: Annotated[str, typer.Option(help="training-label noise TYPE:RATE, e.g. symmetric:0.2")] = "none",
+    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+) -> None:
+    """Run a method on a protocol, fold by fold and seed by seed, and store the results."""
+    from aunce_bench.launch import execute
+    from aunce_bench.protocols import parse_noise, plan_runs
+    from aunce_bench.console import RichProgress, print_run_summary
+    from aunce_bench.results import ResultStore
+    from aunce_bench.specs import BUDGETS, load_method, load_protocol
+
+    with _user_errors():
+        budget = "quick" if quick else budget
+        if budget not in BUDGETS:
+            raise UserError(f"invalid --budget: '{budget}'; choose one of: {', '.join(BUDGETS)}")
+        torch_device = _torch_device(device)
+        method_spec, protocol_spec = load_method(method), load_protocol(protocol)
+        runs = plan_runs(method_spec, protocol_spec, budget, _int_list(folds, "--folds"),
+                         _int_list(seeds, "--seeds") or [0], parse_noise(noise))
+        store = ResultStore(_db_path(db))
+        with RichProgress(console, total_runs=len(runs)) as progress:
+            outcomes = execute(runs, store, torch_device, progress,
+                               on_skip=lambda r: console.print(f"already done, skipping: {r.fold_name} seed {r.seed} "
+                                                               f"({r.run_id})"))
+        print_run_summary(console, method_spec.name, protocol_spec.name, budget, outcomes)
+        failed = [o for o in outcomes if o.status == "failed"]
+        if failed:
+            typer.echo(f"error: {len(failed)} run(s) failed: {failed[0].error}", err=True)
+            raise typer.Exit(1)
+
+
+def _torch_device(name: str):
+    import torch
+
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UserError(f"invalid --device: '{name}'; choose cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("invalid --device: CUDA is not available on this machine; use --device cpu")
+    return torch.device(name)
+
+
+@app.command()
+def results(
+    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    format: Annotated[str, typer.Option(help="json, csv or md")] = "json",
+    method: Annotated[Optional[str], typer.Option(help="only this method")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="only this protocol")] = None,
+) -> None:
+    """Print stored runs (one object per run) as JSON, CSV or Markdown."""
+    from aunce_bench.report.exports import format_runs
+    from aunce_bench.results import ResultStore
+
+    with _user_errors():
+        if format not in ("json", "csv", "md"):
+            raise UserError(f"invalid --format: '{format}'; choose json, csv or md")
+        path = _db_path(db)
+        if not path.is_file():
+            raise UserError(f"no result database at {path}; run 'aunce-bench run' first or pass --db")
+        typer.echo(format_runs(ResultStore(path).runs(method=method, protocol=protocol), format))
+
+
+@app.command("list")
+def list_components(
+    what: Annotated[str, typer.Argument(help="methods, protocols or datasets")],
+) -> None:
+    """List the available methods, protocols or datasets."""
+    from aunce_bench.registry import DATASETS
+    from aunce_bench.specs import list_methods, list_protocols, load_method, load_protocol
+
+    with _user_errors():
+        table = Table(show_header=True)
+        table.add_column("name")
+        table.add_column("description")
+        if what == "methods":
+            for name in list_methods():
+                table.add_row(name, " ".join(load_method(name).description.split()))
+        elif what == "protocols":
+            for name in list_protocols():
+                table.add_row(name, " ".join(load_protocol(name).description.split()))
+        elif what == "datasets":
+            for name, description in DATASETS.items():
+                table.add_row(name, description)
+        else:
+            raise UserError(f"invalid argument '{what}': choose methods, protocols or datasets")
+        console.print(table)

@@ -68,6 +68,8 @@ class FrameIndex:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+        progress_bars = not datasets.utils.are_progress_bars_disabled()
+        datasets.disable_progress_bars()  # callers show their own progress
         try:
             self.frames.save_to_disk(str(staging / "frames"))
             marker = {"name": self.name, "aus": list(self.aus), "intensity_aus": list(self.intensity_aus),
@@ -78,6 +80,8 @@ class FrameIndex:
             os.replace(staging, path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            if progress_bars:
+                datasets.enable_progress_bars()
 
     @classmethod
     def load(cls, path: Path) -> "FrameIndex":

@@ -110,6 +110,15 @@ def keyed_rng(*key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(k) for k in key]))
 
 
+def subject_name(profile: Profile, subject: int) -> str:
+    return f"{profile.subject_prefix}{subject + 1:03d}"
+
+
+def subject_names(config: SynthConfig) -> list[str]:
+    config = config.resolved()
+    return [subject_name(PROFILES[config.profile], subject) for subject in range(config.subjects)]
+
+
 def identity_for(config: SynthConfig, subject: int):
     profile = PROFILES[config.profile]
     return sample_identity(keyed_rng(config.seed, profile.key, IDENTITY_STREAM, subject), config.nuisance)
@@ -173,7 +182,7 @@ def _subject_frames(config: SynthConfig, subject: int) -> tuple[list[_FrameJob],
                 jobs.append(_FrameJob(sequence, int(frame), view, level, pose))
                 rows["labels"].append((level[labelled] >= config.occurrence_threshold).astype(np.int8).tolist())
                 rows["intensities"].append(level.tolist())
-                rows["subject"].append(f"{profile.subject_prefix}{subject + 1:03d}")
+                rows["subject"].append(subject_name(profile, subject))
                 rows["sequence"].append(f"T{sequence + 1}")
                 rows["frame"].append(int(frame))
                 rows["yaw"].append(pose[0])

@@ -1,0 +1,101 @@
+"""Method recipes: how a method turns training frames into a predictor.
+
+A recipe composes the training loops; its hyperparameters come from the method YAML. Built in:
+`supervised` (encoder + per-AU classifier, e.g. WCE), `contrastive_probe` (AUNCE: contrastive pretraining,
+then a linear probe on frozen features) and `supervised_probe` (supervised encoder, probed the same way:
+isolates the loss from the evaluation protocol).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+from torch import nn
+
+from aunce_bench.data.loaders import FrameSet
+from aunce_bench.models import AUEncoder, PerAULinear, create_encoder
+from aunce_bench.registry import CONTRASTIVE_LOSSES, SUPERVISED_LOSSES, loss, register_recipe
+from aunce_bench.specs import RunSpec
+from aunce_bench.training.common import TrainContext
+from aunce_bench.training.contrastive import pretrain_contrastive
+from aunce_bench.training.probe import extract_features, probe_probabilities, recalibrate_batchnorm, train_probe
+from aunce_bench.training.supervised import predict_logits, train_supervised
+
+
+class Recipe(ABC):
+    """Fit on training frames (optionally selecting on validation frames), then predict probabilities."""
+
+    def __init__(self, run: RunSpec, ctx: TrainContext):
+        self.run, self.ctx = run, ctx
+        model = run.method.model
+        self.encoder: AUEncoder = create_encoder(model.backbone, len(run.aus), dim=model.dim, graph=model.graph,
+                                                 checkpoint_path=model.checkpoint_path, image_size=run.crop_size)
+
+    @abstractmethod
+    def fit(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
+        """Train; returns facts worth storing (selected epochs, losses, images seen)."""
+
+    @abstractmethod
+    def predict_proba(self, frames: FrameSet) -> np.ndarray:
+        """P(AU present) [N, K]."""
+
+
+class _Classifier(nn.Module):
+    def __init__(self, encoder: AUEncoder, head: PerAULinear):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(images))
+
+
+@register_recipe("supervised")
+class Supervised(Recipe):
+    def __init__(self, run: RunSpec, ctx: TrainContext):
+        super().__init__(run, ctx)
+        self.model = _Classifier(self.encoder, PerAULinear(len(run.aus), self.encoder.dim, 1))
+
+    def fit(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
+        spec = self.run.method.train
+        info = train_supervised(self.model, train, val, spec, loss(self.run.method.loss, SUPERVISED_LOSSES),
+                                self.run.crop_size, self.run.decision_threshold, self.ctx)
+        return {**info, "images_seen": len(train) // spec.batch_size * spec.batch_size * spec.epochs}
+
+    def predict_proba(self, frames: FrameSet) -> np.ndarray:
+        return torch.sigmoid(predict_logits(self.model, frames, self.run.crop_size, self.ctx.device)).numpy()
+
+
+class _LinearProbe:
+    """Per-AU linear classifiers on the frozen encoder's features (features extracted once per set)."""
+
+    def probe(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
+        crop, device = self.run.crop_size, self.ctx.device
+        recalibrate_batchnorm(self.encoder, train, crop, device)
+        features = extract_features(self.encoder, train, crop, device)
+        val_features = extract_features(self.encoder, val, crop, device) if val is not None else None
+        self.head, info = train_probe(features, train.labels, val_features, None if val is None else val.labels,
+                                      self.run.method.probe, self.run.decision_threshold, self.ctx)
+        return info
+
+    def predict_proba(self, frames: FrameSet) -> np.ndarray:
+        return probe_probabilities(self.head, extract_features(self.encoder, frames, self.run.crop_size,
+                                                               self.ctx.device))
+
+
+@register_recipe("contrastive_probe")
+class ContrastiveProbe(_LinearProbe, Recipe):
+    def fit(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
+        spec = self.run.method.train
+        info = pretrain_contrastive(self.encoder, train, spec, loss(self.run.method.loss, CONTRASTIVE_LOSSES),
+                                    self.run.crop_size, self.ctx)
+        images_seen = 2 * (len(train) // spec.batch_size) * spec.batch_size * spec.epochs
+        return {**info, **self.probe(train, val), "images_seen": images_seen}
+
+
+@register_recipe("supervised_probe")
+class SupervisedProbe(_LinearProbe, Supervised):
+    def fit(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
+        info = Supervised.fit(self, train, val)
+        return {**info, **self.probe(train, val)}

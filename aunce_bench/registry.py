@@ -1,0 +1,66 @@
+"""Name -> component lookups: method recipes, losses, datasets, noise models.
+
+Third-party packages add methods through the entry-point group `aunce_bench.methods`: an entry point
+named N pointing to a `Recipe` subclass makes `recipe: N` usable in a method YAML.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+from aunce_bench.data.noise import NOISE_MODELS
+from aunce_bench.data.synth.profiles import PROFILES
+from aunce_bench.errors import UserError
+from aunce_bench.losses import aunce_loss, weighted_bce
+from aunce_bench.specs import LossSpec
+
+if TYPE_CHECKING:
+    from aunce_bench.recipes import Recipe
+
+RECIPES: dict[str, type["Recipe"]] = {}
+SUPERVISED_LOSSES: dict[str, Callable] = {"wce": weighted_bce}
+CONTRASTIVE_LOSSES: dict[str, Callable] = {"aunce": aunce_loss}
+DATASETS: dict[str, str] = {
+    profile.dataset_name: f"SynthAU, {profile.name} profile: {len(profile.labels.labelled_aus)} labelled AUs, "
+    f"{profile.labels.n_subjects} subjects (embedded, generated on demand)"
+    for profile in PROFILES.values()
+}
+__all__ = ["CONTRASTIVE_LOSSES", "DATASETS", "NOISE_MODELS", "RECIPES", "SUPERVISED_LOSSES", "get_recipe", "loss"]
+
+
+def register_recipe(name: str):
+    def register(cls):
+        RECIPES[name] = cls
+        return cls
+
+    return register
+
+
+def _unknown(kind: str, name: str, known) -> UserError:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return UserError(f"unknown {kind} '{name}'{hint}; known: {', '.join(sorted(known))}")
+
+
+def get_recipe(name: str) -> type["Recipe"]:
+    import aunce_bench.recipes  # noqa: F401  (registers the built-in recipes)
+
+    if name not in RECIPES:
+        for entry in entry_points(group="aunce_bench.methods"):
+            if entry.name == name:
+                RECIPES[name] = entry.load()
+    if name not in RECIPES:
+        raise _unknown("recipe", name, RECIPES)
+    return RECIPES[name]
+
+
+def loss(spec: LossSpec, table: dict[str, Callable]) -> Callable:
+    """The loss function named by `spec`, with the spec's extra fields bound as keyword arguments."""
+    if spec.name not in table:
+        raise _unknown("loss", spec.name, table)
+    options = {key: value for key, value in spec.model_dump().items() if key != "name"}
+    return functools.partial(table[spec.name], **options)

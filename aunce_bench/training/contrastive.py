@@ -1,0 +1,47 @@
+"""Contrastive pretraining of an AU encoder on two augmented views per image (AUNCE, FACTS.md s7)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from aunce_bench.data.loaders import FrameSet, batch_indices, contrastive_transform
+from aunce_bench.specs import OptimSpec
+from aunce_bench.training.common import TrainContext, ensure_finite, make_optimizer, make_scheduler
+
+# (z1 [B,K,D], z2 [B,K,D], labels [B,K], generator) -> scalar loss
+ContrastiveLoss = Callable[..., torch.Tensor]
+
+
+def pretrain_contrastive(encoder: torch.nn.Module, train: FrameSet, spec: OptimSpec, loss_fn: ContrastiveLoss,
+                         crop: int, ctx: TrainContext) -> dict[str, float]:
+    """Train `encoder.embed` (images -> L2-normalised [B, K, D]) for `spec.epochs`; the last epoch is kept."""
+    device = ctx.device
+    encoder.to(device)
+    augment = contrastive_transform(crop).to(device)
+    optimizer = make_optimizer(encoder.parameters(), spec)
+    scheduler = make_scheduler(optimizer, spec, len(train) // spec.batch_size)
+    ctx.progress.stage("contrastive pretraining", spec.epochs, len(train) // spec.batch_size)
+    first_epoch_loss = None
+    for epoch in range(spec.epochs):
+        encoder.train()
+        losses = []
+        for step, index in enumerate(batch_indices(len(train), spec.batch_size, ctx.generator, drop_last=True)):
+            images = train.images[index].to(device)
+            views = torch.cat([augment(images), augment(images)])  # two independent views, one forward pass
+            z1, z2 = encoder.embed(views).chunk(2)
+            labels = torch.from_numpy(train.labels[index.numpy()]).to(device)
+            loss = loss_fn(z1, z2, labels, generator=ctx.generator)
+            ensure_finite(loss, "contrastive pretraining", epoch, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            ctx.progress.batch(losses[-1])
+        epoch_loss = float(np.mean(losses))
+        first_epoch_loss = epoch_loss if first_epoch_loss is None else first_epoch_loss
+        ctx.progress.epoch(epoch, {"loss": epoch_loss})
+    return {"pretrain_first_loss": first_epoch_loss, "pretrain_final_loss": epoch_loss}

@@ -1,0 +1,87 @@
+"""Linear evaluation: frozen-encoder features extracted once, per-AU linear classifiers trained on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from aunce_bench.data.loaders import FrameSet, batch_indices, eval_transform
+from aunce_bench.losses import class_weights, weighted_softmax_ce
+from aunce_bench.models import PerAULinear
+from aunce_bench.specs import OptimSpec
+from aunce_bench.training.common import BestState, TrainContext, ensure_finite, make_optimizer, make_scheduler
+from aunce_bench.training.supervised import validation_f1
+
+
+@torch.no_grad()
+def extract_features(encoder: torch.nn.Module, frames: FrameSet, crop: int, device: torch.device,
+                     batch_size: int = 256) -> torch.Tensor:
+    """Frozen node features [N, K, D] (eval mode, centre crop), on the CPU."""
+    encoder.eval()
+    transform = eval_transform(crop).to(device)
+    return torch.cat([encoder(transform(frames.images[i:i + batch_size].to(device))).float().cpu()
+                      for i in range(0, len(frames), batch_size)])
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(encoder: torch.nn.Module, frames: FrameSet, crop: int, device: torch.device,
+                          batch_size: int = 256) -> None:
+    """Re-estimate BatchNorm statistics on un-augmented training frames.
+
+    Contrastive pretraining leaves running statistics of heavily augmented views (colour jitter, grayscale,
+    blur); the probe sees clean centre crops. The released AUNCE code sidesteps this by keeping the frozen
+    encoder in train mode (batch statistics); exact statistics of the clean frames do the same deterministically.
+    """
+    norms = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    encoder.train()
+    transform = eval_transform(crop).to(device)
+    for i in range(0, len(frames), batch_size):
+        encoder(transform(frames.images[i:i + batch_size].to(device)))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    encoder.eval()
+
+
+def probe_probabilities(head: PerAULinear, features: torch.Tensor) -> np.ndarray:
+    """P(AU present) [N, K] from a 2-way softmax per AU."""
+    head.eval()
+    with torch.no_grad():
+        return torch.softmax(head(features.to(next(head.parameters()).device)), dim=-1)[..., 1].cpu().numpy()
+
+
+def train_probe(features: torch.Tensor, labels: np.ndarray, val_features: torch.Tensor | None,
+                val_labels: np.ndarray | None, spec: OptimSpec, threshold: float, ctx: TrainContext
+                ) -> tuple[PerAULinear, dict[str, float]]:
+    """Per-AU Linear(D -> 2) with weighted softmax cross-entropy (FACTS.md s7) on cached features."""
+    device = ctx.device
+    head = PerAULinear(features.shape[1], features.shape[2], 2).to(device)
+    features, targets = features.to(device), torch.from_numpy(labels).to(device)
+    weights = class_weights(labels).to(device)
+    optimizer = make_optimizer(head.parameters(), spec)
+    scheduler = make_scheduler(optimizer, spec, -(-len(labels) // spec.batch_size))
+    best = BestState(head)
+    ctx.progress.stage("linear probe", spec.epochs, -(-len(labels) // spec.batch_size))
+    for epoch in range(spec.epochs):
+        head.train()
+        losses = []
+        for step, index in enumerate(batch_indices(len(labels), spec.batch_size, ctx.generator)):
+            index = index.to(device)
+            loss = weighted_softmax_ce(head(features[index]), targets[index], weights)
+            ensure_finite(loss, "linear probe", epoch, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+        summary = {"loss": float(np.mean(losses))}
+        if val_features is not None:
+            summary["val_f1"] = validation_f1(probe_probabilities(head, val_features), val_labels, threshold)
+            best.offer(summary["val_f1"], epoch)
+        ctx.progress.epoch(epoch, summary)
+    best.restore()
+    return head, {"probe_selected_epoch": (best.epoch if val_features is not None else spec.epochs - 1) + 1,
+                  "probe_final_loss": summary["loss"]}

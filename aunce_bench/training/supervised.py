@@ -1,0 +1,71 @@
+"""Supervised training of an AU encoder and per-AU classifier with a weighted multi-label loss."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from aunce_bench.data.loaders import FrameSet, batch_indices, eval_transform, supervised_transform
+from aunce_bench.losses import class_weights
+from aunce_bench.metrics import au_metrics, mean_f1
+from aunce_bench.specs import OptimSpec
+from aunce_bench.training.common import BestState, TrainContext, ensure_finite, make_optimizer, make_scheduler
+
+LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, frames: FrameSet, crop: int, device: torch.device,
+                   batch_size: int = 256) -> torch.Tensor:
+    """Model outputs for every frame (eval mode, centre crop), on the CPU."""
+    model.eval()
+    transform = eval_transform(crop).to(device)
+    outputs = [model(transform(frames.images[i:i + batch_size].to(device))).float().cpu()
+               for i in range(0, len(frames), batch_size)]
+    return torch.cat(outputs)
+
+
+def validation_f1(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> float:
+    names = [str(k) for k in range(labels.shape[1])]
+    return mean_f1(au_metrics(probabilities, labels, names, threshold))
+
+
+def train_supervised(model: nn.Module, train: FrameSet, val: FrameSet | None, spec: OptimSpec,
+                     loss_fn: LossFunction, crop: int, threshold: float, ctx: TrainContext) -> dict[str, float]:
+    """Train `model` (images -> logits [B, K]); with `val`, keep the epoch of best validation mean F1."""
+    device = ctx.device
+    model.to(device)
+    weights = class_weights(train.labels).to(device)
+    augment = supervised_transform(crop).to(device)
+    optimizer = make_optimizer(model.parameters(), spec)
+    scheduler = make_scheduler(optimizer, spec, len(train) // spec.batch_size)
+    best = BestState(model)
+    ctx.progress.stage("supervised", spec.epochs, len(train) // spec.batch_size)
+    epoch_losses = []
+    for epoch in range(spec.epochs):
+        model.train()
+        losses = []
+        for step, index in enumerate(batch_indices(len(train), spec.batch_size, ctx.generator, drop_last=True)):
+            images = augment(train.images[index].to(device))
+            labels = torch.from_numpy(train.labels[index.numpy()]).to(device)
+            loss = loss_fn(model(images), labels, weights)
+            ensure_finite(loss, "supervised training", epoch, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            ctx.progress.batch(losses[-1])
+        summary = {"loss": float(np.mean(losses))}
+        epoch_losses.append(summary["loss"])
+        if val is not None:
+            probabilities = torch.sigmoid(predict_logits(model, val, crop, device)).numpy()
+            summary["val_f1"] = validation_f1(probabilities, val.labels, threshold)
+            best.offer(summary["val_f1"], epoch)
+        ctx.progress.epoch(epoch, summary)
+    best.restore()
+    return {"selected_epoch": (best.epoch if val is not None else spec.epochs - 1) + 1,
+            "first_loss": epoch_losses[0], "final_loss": epoch_losses[-1]}

@@ -1,0 +1,50 @@
+"""Shared fixtures: an isolated data cache and a tiny, easy protocol for learning tests."""
+
+import pytest
+
+TINY_PROTOCOL = """\
+name: tiny_easy
+description: Tiny easy SynthAU protocol for tests (strong cues, little nuisance).
+data: {source: synth, profile: bp4d, overrides: {difficulty: 0.25}}
+split: {kind: kfold, n_folds: 3}
+aus: [4, 12]
+selection: strict
+budgets:
+  quick: &tiny {data: {subjects: 12, sequences_per_subject: 2, frame_stride: 10, image_size: 48}, crop_size: 40}
+  standard: *tiny
+  full: *tiny
+"""
+
+TINY_METHODS = {
+    "tiny_wce": """\
+name: tiny_wce
+recipe: supervised
+model: {backbone: resnet18, graph: true, dim: 64}
+loss: {name: wce}
+train: {optimizer: adamw, lr: 2.0e-3, weight_decay: 1.0e-4, batch_size: 32, epochs: 12}
+""",
+    "tiny_aunce": """\
+name: tiny_aunce
+recipe: contrastive_probe
+model: {backbone: resnet18, graph: true, dim: 64}
+loss: {name: aunce, temperature: 0.5}
+train: {optimizer: adamw, lr: 2.0e-3, weight_decay: 1.0e-6, batch_size: 32, epochs: 8}
+probe: {optimizer: adam, lr: 1.0e-2, weight_decay: 1.0e-6, batch_size: 128, epochs: 60}
+""",
+}
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Generated SynthAU data goes to one temporary cache shared by the whole test session."""
+    monkeypatch.setenv("AUNCE_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_specs(tmp_path_factory):
+    """Paths of the tiny protocol and tiny methods."""
+    folder = tmp_path_factory.mktemp("specs")
+    (folder / "tiny_easy.yaml").write_text(TINY_PROTOCOL)
+    for name, text in TINY_METHODS.items():
+        (folder / f"{name}.yaml").write_text(text)
+    return folder

@@ -1,0 +1,99 @@
+"""Specs and protocol expansion: YAML loading, validation errors, folds, run ids."""
+
+import pytest
+
+from aunce_bench.data.noise import NoiseSpec
+from aunce_bench.errors import UserError
+from aunce_bench.protocols import fold_plans, parse_noise, plan_runs, split_validation
+from aunce_bench.specs import BUDGETS, list_methods, list_protocols, load_method, load_protocol
+
+CLEAN = NoiseSpec.parse("none")
+
+
+def test_every_shipped_yaml_loads_for_every_budget():
+    assert {"aunce", "wce", "wce_linear"} <= set(list_methods())
+    assert {"synth_bp4d_3fold", "synth_disfa_3fold", "synth_cross_dataset", "synth_pose"} <= set(list_protocols())
+    for name in list_protocols():
+        protocol = load_protocol(name)
+        for budget in BUDGETS:
+            assert fold_plans(protocol, budget)
+    for name in list_methods():
+        for budget in BUDGETS:
+            load_method(name).for_budget(budget)
+
+
+def test_budget_overrides_merge_into_the_method():
+    aunce = load_method("aunce")
+    full = aunce.for_budget("full")
+    assert full.model.backbone == "swin_base_patch4_window7_224" and full.train.lr == 1e-5
+    assert full.train.weight_decay == aunce.train.weight_decay  # untouched keys survive the merge
+    assert full.loss.model_dump()["temperature"] == 0.5
+
+
+def test_unknown_names_suggest_the_closest():
+    with pytest.raises(UserError, match=r"unknown method 'aunc' \(did you mean 'aunce'\?\)"):
+        load_method("aunc")
+    with pytest.raises(UserError, match=r"did you mean 'synth_bp4d_3fold'"):
+        load_protocol("synth_bp4d_3folds")
+
+
+def test_invalid_yaml_field_names_file_and_field(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text((load_method("wce").model_dump_json()).replace('"lr":0.001', '"lr":"fast"'))
+    with pytest.raises(UserError, match=r"broken.yaml: field 'train.lr'"):
+        load_method(str(broken))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("name: x\nrecipe: supervised\nloss: {name: wce}\ntrain: {lr: 0.1, batch_size: 8, epochs: 1}\nepochz: 3\n")
+    with pytest.raises(UserError, match=r"typo.yaml: field 'epochz': Extra inputs are not permitted"):
+        load_method(str(typo))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(UserError, match=r"bad.yaml line \d+: invalid YAML"):
+        load_method(str(bad))
+
+
+def test_kfold_is_subject_independent_and_follows_the_published_order():
+    plans = fold_plans(load_protocol("synth_bp4d_3fold"), "quick")
+    assert [p.name for p in plans] == ["fold1", "fold2", "fold3"]
+    tested = [s for plan in plans for s in plan.test_subjects]
+    assert sorted(tested) == sorted(set(tested)) and len(tested) == 41  # every subject tested exactly once
+    for plan in plans:
+        assert not set(plan.train_subjects) & set(plan.test_subjects)
+    assert plans[0].test_subjects[-1] == "B041" and plans[2].test_subjects[0] == "B001"  # fold1 tests part 3
+    assert plans[0].aus == [1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24]
+
+
+def test_cross_dataset_and_pose_protocols():
+    cross = fold_plans(load_protocol("synth_cross_dataset"), "quick")
+    assert [p.name for p in cross] == ["bp4d_to_disfa", "disfa_to_bp4d"]
+    assert cross[0].train_data.profile == "bp4d" and cross[0].test_data.profile == "disfa"
+    assert all(p.aus == [1, 2, 4, 6, 12] for p in cross)
+    pose = fold_plans(load_protocol("synth_pose"), "quick")[0]
+    assert pose.train_data.pose == "frontal" and pose.test_data.pose == "bins"
+    assert pose.train_data.seed == pose.test_data.seed  # same subjects, same label process
+
+
+def test_validation_subjects_come_from_training_subjects():
+    subjects = [f"S{i}" for i in range(20)]
+    fit, val = split_validation(subjects, 0.15, fold=1)
+    assert len(val) == 3 and set(fit) | set(val) == set(subjects) and not set(fit) & set(val)
+    assert split_validation(subjects, 0.15, fold=1) == (fit, val)
+
+
+def test_run_ids_hash_the_resolved_run():
+    wce, protocol = load_method("wce"), load_protocol("synth_bp4d_3fold")
+    runs = plan_runs(wce, protocol, "quick", None, [0, 1], CLEAN)
+    assert len(runs) == 6 and len({r.run_id for r in runs}) == 6
+    again = plan_runs(wce, protocol, "quick", None, [0, 1], CLEAN)
+    assert [r.run_id for r in runs] == [r.run_id for r in again]
+    noisy = plan_runs(wce, protocol, "quick", [1], [0], parse_noise("symmetric:0.2"))[0]
+    assert noisy.noise == "symmetric:0.2" and noisy.run_id != runs[0].run_id
+    tweaked = wce.model_copy(update={"train": wce.train.model_copy(update={"weight_decay": 0.01})})
+    assert plan_runs(tweaked, protocol, "quick", [1], [0], CLEAN)[0].run_id != runs[0].run_id
+
+
+def test_bad_folds_and_noise_are_user_errors():
+    with pytest.raises(UserError, match=r"invalid --folds: fold 4 is out of range; synth_bp4d_3fold has folds 1-3"):
+        plan_runs(load_method("wce"), load_protocol("synth_bp4d_3fold"), "quick", [4], [0], CLEAN)
+    with pytest.raises(UserError, match=r"invalid --noise"):
+        parse_noise("symmetric")
