@@ -16,6 +16,7 @@ import math
 import os
 import re
 import sqlite3
+import time
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -139,7 +140,7 @@ class ResultStore:
         self._conn.row_factory = sqlite3.Row
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal()
             self._conn.execute("PRAGMA foreign_keys = ON")
             with self._transaction() as conn:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -159,6 +160,18 @@ class ResultStore:
         except BaseException:
             self._conn.close()
             raise
+
+    def _enable_wal(self) -> None:
+        """Switch to WAL; SQLite answers "locked" at once (no busy wait) while another process switches."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         self._conn.close()
