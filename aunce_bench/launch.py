@@ -83,12 +83,9 @@ def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress
         noisy_labels, flips = apply_label_noise(pool.labels, noise, seed=run.seed)
         pool = pool.with_labels(noisy_labels)  # noise hits the training folds only; test labels stay clean
         if run.selection == "strict":
-            fit_subjects, val_subjects = split_validation(run.train_subjects, run.validation_fraction, run.fold)
+            fit_subjects, _ = split_validation(run.train_subjects, run.validation_fraction, run.fold)
             in_fit = np.isin(pool.keys["subject"], fit_subjects)
-            train = FrameSet(pool.images[torch.from_numpy(in_fit)], pool.labels[in_fit],
-                             {k: v[in_fit] for k, v in pool.keys.items()})
-            val = FrameSet(pool.images[torch.from_numpy(~in_fit)], pool.labels[~in_fit],
-                           {k: v[~in_fit] for k, v in pool.keys.items()})
+            train, val = pool.subset(in_fit), pool.subset(~in_fit)
         else:
             train, val = pool, None
         test = _frames(run.test_data, run.test_subjects, run.aus)

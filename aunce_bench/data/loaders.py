@@ -39,6 +39,12 @@ class FrameSet:
     def with_labels(self, labels: np.ndarray) -> "FrameSet":
         return FrameSet(self.images, labels, self.keys)
 
+    def subset(self, rows: np.ndarray) -> "FrameSet":
+        """The frames at `rows` (indices or a boolean mask)."""
+        rows = np.flatnonzero(rows) if rows.dtype == bool else rows
+        return FrameSet(self.images[torch.from_numpy(rows)], self.labels[rows],
+                        {name: values[rows] for name, values in self.keys.items()})
+
 
 @lru_cache(maxsize=4)
 def _decoded(folder: str) -> tuple[torch.Tensor, np.ndarray, dict[str, np.ndarray], tuple[int, ...]]:
@@ -54,10 +60,8 @@ def _decoded(folder: str) -> tuple[torch.Tensor, np.ndarray, dict[str, np.ndarra
 def load_frames(folder: Path, subjects: list[str], aus: list[int]) -> FrameSet:
     """The frames of `subjects` from the FrameIndex stored at `folder`, labels in `aus` order."""
     images, labels, keys, index_aus = _decoded(str(folder))
-    rows = np.flatnonzero(np.isin(keys["subject"], subjects))
     columns = [index_aus.index(au) for au in aus]
-    return FrameSet(images[torch.from_numpy(rows)], labels[np.ix_(rows, columns)],
-                    {name: values[rows] for name, values in keys.items()})
+    return FrameSet(images, labels[:, columns], keys).subset(np.isin(keys["subject"], subjects))
 
 
 def batch_indices(count: int, batch_size: int, generator: torch.Generator, shuffle: bool = True,

@@ -65,6 +65,17 @@ def ensure_finite(loss: torch.Tensor, stage: str, epoch: int, batch: int) -> Non
                                "(lower the learning rate or check the inputs)")
 
 
+def optimisation_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                      scheduler: torch.optim.lr_scheduler.LRScheduler, stage: str, epoch: int, batch: int) -> float:
+    """Check the loss, back-propagate, step optimiser and schedule; returns the loss value."""
+    ensure_finite(loss, stage, epoch, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
 class BestState:
     """Keeps the modules' weights from the epoch with the best validation score."""
 

@@ -9,7 +9,7 @@ import torch
 
 from aunce_bench.data.loaders import FrameSet, batch_indices, contrastive_transform
 from aunce_bench.specs import OptimSpec
-from aunce_bench.training.common import TrainContext, ensure_finite, make_optimizer, make_scheduler
+from aunce_bench.training.common import TrainContext, make_optimizer, make_scheduler, optimisation_step
 
 # (z1 [B,K,D], z2 [B,K,D], labels [B,K], generator) -> scalar loss
 ContrastiveLoss = Callable[..., torch.Tensor]
@@ -34,12 +34,7 @@ def pretrain_contrastive(encoder: torch.nn.Module, train: FrameSet, spec: OptimS
             z1, z2 = encoder.embed(views).chunk(2)
             labels = torch.from_numpy(train.labels[index.numpy()]).to(device)
             loss = loss_fn(z1, z2, labels, generator=ctx.generator)
-            ensure_finite(loss, "contrastive pretraining", epoch, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+            losses.append(optimisation_step(loss, optimizer, scheduler, "contrastive pretraining", epoch, step))
             ctx.progress.batch(losses[-1])
         epoch_loss = float(np.mean(losses))
         first_epoch_loss = epoch_loss if first_epoch_loss is None else first_epoch_loss

@@ -9,7 +9,7 @@ from aunce_bench.data.loaders import FrameSet, batch_indices, eval_transform
 from aunce_bench.losses import class_weights, weighted_softmax_ce
 from aunce_bench.models import PerAULinear
 from aunce_bench.specs import OptimSpec
-from aunce_bench.training.common import BestState, TrainContext, ensure_finite, make_optimizer, make_scheduler
+from aunce_bench.training.common import BestState, TrainContext, make_optimizer, make_scheduler, optimisation_step
 from aunce_bench.training.supervised import validation_f1
 
 
@@ -71,12 +71,7 @@ def train_probe(features: torch.Tensor, labels: np.ndarray, val_features: torch.
         for step, index in enumerate(batch_indices(len(labels), spec.batch_size, ctx.generator)):
             index = index.to(device)
             loss = weighted_softmax_ce(head(features[index]), targets[index], weights)
-            ensure_finite(loss, "linear probe", epoch, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+            losses.append(optimisation_step(loss, optimizer, scheduler, "linear probe", epoch, step))
         summary = {"loss": float(np.mean(losses))}
         if val_features is not None:
             summary["val_f1"] = validation_f1(probe_probabilities(head, val_features), val_labels, threshold)

@@ -12,7 +12,7 @@ from aunce_bench.data.loaders import FrameSet, batch_indices, eval_transform, su
 from aunce_bench.losses import class_weights
 from aunce_bench.metrics import au_metrics, mean_f1
 from aunce_bench.specs import OptimSpec
-from aunce_bench.training.common import BestState, TrainContext, ensure_finite, make_optimizer, make_scheduler
+from aunce_bench.training.common import BestState, TrainContext, make_optimizer, make_scheduler, optimisation_step
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -52,12 +52,7 @@ def train_supervised(model: nn.Module, train: FrameSet, val: FrameSet | None, sp
             images = augment(train.images[index].to(device))
             labels = torch.from_numpy(train.labels[index.numpy()]).to(device)
             loss = loss_fn(model(images), labels, weights)
-            ensure_finite(loss, "supervised training", epoch, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+            losses.append(optimisation_step(loss, optimizer, scheduler, "supervised training", epoch, step))
             ctx.progress.batch(losses[-1])
         summary = {"loss": float(np.mean(losses))}
         epoch_losses.append(summary["loss"])
