@@ -6,6 +6,7 @@ exit with status 2, without a traceback.
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,8 +124,6 @@ def _int_list(text: str | None, option: str) -> list[int] | None:
 
 
 def _db_path(db: Optional[Path]) -> Path:
-    import os
-
     return db or Path(os.environ.get("AUNCE_BENCH_DB", "results.sqlite"))
 
 
