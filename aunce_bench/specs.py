@@ -68,6 +68,15 @@ class Budget(Strict):
     crop_size: int = Field(ge=16, description="network input: random crops in training, centre crop at test")
 
 
+class PaperReference(Strict):
+    """Which reported numbers (the `reported` entries of method YAMLs, matched by dataset) a protocol's
+    leaderboard shows as reference rows; `same_setting` when the protocol reproduces the paper's setting,
+    so that measured-minus-reported differences mean something."""
+
+    dataset: str
+    same_setting: bool = False
+
+
 class ProtocolSpec(Strict):
     name: str
     description: str = ""
@@ -79,6 +88,7 @@ class ProtocolSpec(Strict):
     validation_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     occurrence_threshold: float = Field(2.0, gt=0.0, le=5.0)
     decision_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    reference: PaperReference | None = None
     budgets: dict[Literal["quick", "standard", "full"], Budget]
 
     @model_validator(mode="after")
