@@ -29,7 +29,8 @@ def frame_features(n_labels: int, n_intensities: int) -> datasets.Features:
         {
             "image": datasets.Image(),
             "labels": datasets.List(datasets.Value("int8"), length=n_labels),
-            "intensities": datasets.List(datasets.Value("float32"), length=n_intensities),
+            # Arrow has no fixed-size list of length 0: without intensities the lists are empty, of no fixed size
+            "intensities": datasets.List(datasets.Value("float32"), length=n_intensities or -1),
             "subject": datasets.Value("string"),
             "sequence": datasets.Value("string"),
             "frame": datasets.Value("int32"),
@@ -63,6 +64,13 @@ class FrameIndex:
         """Labels as int8 [N, K] (1, 0, or -1 for missing)."""
         return np.asarray(self.frames.with_format("numpy")["labels"], dtype=np.int8).reshape(len(self), len(self.aus))
 
+    def intensity_matrix(self) -> np.ndarray:
+        """Intensities as float32 [N, len(intensity_aus)] (-1 where unknown)."""
+        if not self.intensity_aus:
+            return np.zeros((len(self), 0), dtype=np.float32)
+        values = self.frames.with_format("numpy")["intensities"]
+        return np.asarray(values, dtype=np.float32).reshape(len(self), len(self.intensity_aus))
+
     def save(self, path: Path) -> None:
         """Write atomically: a temporary sibling folder is renamed into place once complete."""
         path = Path(path)
@@ -89,10 +97,15 @@ class FrameIndex:
         marker_path = path / MARKER_FILE
         if not marker_path.is_file():
             raise UserError(f"{path}: not a complete frame index (no {MARKER_FILE}); generate or prepare it again")
-        marker = json.loads(marker_path.read_text())
+        marker = read_marker(path)
         frames = datasets.load_from_disk(str(path / "frames"))
         return cls(frames, tuple(marker["aus"]), tuple(marker["intensity_aus"]), marker["name"], marker["metadata"])
 
 
 def is_complete(path: Path) -> bool:
     return (Path(path) / MARKER_FILE).is_file()
+
+
+def read_marker(path: Path) -> dict:
+    """The completion marker of a complete FrameIndex folder: name, aus, intensity_aus, rows, metadata."""
+    return json.loads((Path(path) / MARKER_FILE).read_text())

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aunce_bench.data.index import FrameIndex
+from aunce_bench.data.index import MISSING_LABEL, FrameIndex
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,21 +47,59 @@ class FrameSet:
 
 
 @lru_cache(maxsize=4)
-def _decoded(folder: str) -> tuple[torch.Tensor, np.ndarray, dict[str, np.ndarray], tuple[int, ...]]:
-    """All images, labels and keys of a stored FrameIndex (cached: folds of one protocol share it)."""
+def _decoded(folder: str, frame_stride: int = 1, image_size: int | None = None,
+             pose_bins: tuple[str, ...] | None = None) -> tuple[torch.Tensor, np.ndarray, np.ndarray,
+                                                                dict[str, np.ndarray], FrameIndex]:
+    """Images, labels, intensities and keys of the selected frames of a stored FrameIndex (cached: folds of
+    one protocol share it). Frames are selected before decoding: every `frame_stride`-th frame of each
+    sequence, only `pose_bins` when given; images are resized to `image_size` when given."""
     index = FrameIndex.load(Path(folder))
-    raw = index.frames.cast_column("image", datasets.Image(decode=False))
-    images = np.stack([cv2.cvtColor(cv2.imdecode(np.frombuffer(item["bytes"], np.uint8), cv2.IMREAD_COLOR),
-                                    cv2.COLOR_BGR2RGB) for item in raw["image"]])
     keys = {column: np.asarray(index.frames[column]) for column in KEY_COLUMNS}
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), index.label_matrix(), keys, index.aus
+    rows = _selected(keys, frame_stride, pose_bins)
+    frames = index.frames if len(rows) == len(index) else index.frames.select(rows)
+    raw = frames.cast_column("image", datasets.Image(decode=False))
+    images = np.stack([_decode(item["bytes"], image_size) for item in raw["image"]])
+    return (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), index.label_matrix()[rows],
+            index.intensity_matrix()[rows], {column: values[rows] for column, values in keys.items()}, index)
 
 
-def load_frames(folder: Path, subjects: list[str], aus: list[int]) -> FrameSet:
-    """The frames of `subjects` from the FrameIndex stored at `folder`, labels in `aus` order."""
-    images, labels, keys, index_aus = _decoded(str(folder))
-    columns = [index_aus.index(au) for au in aus]
-    return FrameSet(images, labels[:, columns], keys).subset(np.isin(keys["subject"], subjects))
+def _selected(keys: dict[str, np.ndarray], frame_stride: int, pose_bins: tuple[str, ...] | None) -> np.ndarray:
+    keep = np.ones(len(keys["subject"]), dtype=bool) if pose_bins is None else np.isin(keys["pose_bin"], pose_bins)
+    if frame_stride > 1:
+        seen: dict[tuple[str, str, str], int] = {}
+        for row, key in enumerate(zip(keys["subject"], keys["sequence"], keys["pose_bin"])):
+            position = seen.get(key, 0)
+            seen[key] = position + 1
+            keep[row] &= position % frame_stride == 0
+    return np.flatnonzero(keep)
+
+
+def _decode(data: bytes, size: int | None) -> np.ndarray:
+    image = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    if size is not None and image.shape[:2] != (size, size):
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return image
+
+
+def load_frames(folder: Path, subjects: list[str], aus: list[int], *, frame_stride: int = 1,
+                image_size: int | None = None, pose_bins: list[str] | None = None,
+                occurrence_threshold: float | None = None) -> FrameSet:
+    """The frames of `subjects` from the FrameIndex stored at `folder`, labels in `aus` order.
+
+    `frame_stride`, `image_size` and `pose_bins` select and resize frames (see `_decoded`); with
+    `occurrence_threshold`, AUs whose intensities the index stores are labelled intensity >= threshold.
+    """
+    images, labels, intensities, keys, index = _decoded(str(folder), frame_stride, image_size,
+                                                        None if pose_bins is None else tuple(pose_bins))
+    columns = []
+    for au in aus:
+        if occurrence_threshold is not None and au in index.intensity_aus:
+            level = intensities[:, index.intensity_aus.index(au)]
+            columns.append(np.where(level < 0, MISSING_LABEL, level >= occurrence_threshold).astype(np.int8))
+        else:
+            columns.append(labels[:, index.aus.index(au)])
+    selected = np.stack(columns, axis=1) if columns else labels[:, :0]
+    return FrameSet(images, selected, keys).subset(np.isin(keys["subject"], subjects))
 
 
 def batch_indices(count: int, batch_size: int, generator: torch.Generator, shuffle: bool = True,
