@@ -201,7 +201,7 @@ def generate(config: SynthConfig, workers: int | None = None,
     columns: dict[str, list] = {key: [] for key in frame_features(0, 0)}
     planned = [_subject_frames(config, subject) for subject in range(config.subjects)]
     with ProcessPoolExecutor(workers, initializer=cv2.setNumThreads, initargs=(1,)) if workers > 1 \
-            else _InlineExecutor() as pool:
+            else InlineExecutor() as pool:
         rendered = pool.map(_render_subject, [config] * config.subjects, range(config.subjects),
                             [jobs for jobs, _ in planned])
         for subject, ((_, rows), images) in enumerate(zip(planned, rendered)):
@@ -220,7 +220,7 @@ def generate(config: SynthConfig, workers: int | None = None,
     return FrameIndex(frames, profile.labels.labelled_aus, RENDERED_AUS, profile.dataset_name, metadata)
 
 
-class _InlineExecutor:
+class InlineExecutor:
     """Runs `map` in this process (workers=1): no process start-up, same results."""
 
     def __enter__(self):
