@@ -127,16 +127,24 @@ def _db_path(db: Optional[Path]) -> Path:
     return db or Path(os.environ.get("AUNCE_BENCH_DB", "results.sqlite"))
 
 
+_DATA_ROOT_HELP = "where prepared datasets live (default $AUNCE_BENCH_DATA or ~/.cache/aunce_bench/data)"
+
+
 @app.command()
 def run(
     method: Annotated[str, typer.Option(help="method name (methods/NAME.yaml) or path to a method YAML")],
     protocol: Annotated[str, typer.Option(help="protocol name (protocols/NAME.yaml) or path to a protocol YAML")],
     quick: Annotated[bool, typer.Option("--quick", help="use the protocol's quick budget (smoke test)")] = False,
-    budget: Annotated[str, typer.Option(help="quick, standard or full")] = "standard",
+    budget: Annotated[Optional[str], typer.Option(
+        help="quick, standard or full (default: standard, or full where a protocol on real data has no standard)")] = None,
     folds: Annotated[Optional[str], typer.Option(help="folds to run, e.g. 1,2 (default: all)")] = None,
     seeds: Annotated[str, typer.Option(help="seeds, e.g. 0,1")] = "0",
     noise: Annotated[str, typer.Option(help="training-label noise TYPE:RATE, e.g. symmetric:0.2")] = "none",
+    selection: Annotated[Optional[str], typer.Option(
+        help="model selection: strict (validation subjects) or official (last epoch, as published); "
+             "default: the protocol's")] = None,
     db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
 ) -> None:
     """Run a method on a protocol, fold by fold and seed by seed, and store the results."""
@@ -148,22 +156,85 @@ def run(
 
     with _user_errors():
         budget = "quick" if quick else budget
-        if budget not in BUDGETS:
+        if budget is not None and budget not in BUDGETS:
             raise UserError(f"invalid --budget: '{budget}'; choose one of: {', '.join(BUDGETS)}")
+        if selection not in (None, "strict", "official"):
+            raise UserError(f"invalid --selection: '{selection}'; choose strict or official")
         torch_device = _torch_device(device)
         method_spec, protocol_spec = load_method(method), load_protocol(protocol)
+        budget = budget or protocol_spec.default_budget
         runs = plan_runs(method_spec, protocol_spec, budget, _int_list(folds, "--folds"),
-                         _int_list(seeds, "--seeds") or [0], parse_noise(noise))
+                         _int_list(seeds, "--seeds") or [0], parse_noise(noise), data_root, selection)
         store = ResultStore(_db_path(db))
         with RichProgress(console, total_runs=len(runs)) as progress:
             outcomes = execute(runs, store, torch_device, progress,
                                on_skip=lambda r: console.print(f"already done, skipping: {r.fold_name} seed {r.seed} "
-                                                               f"({r.run_id})"))
+                                                               f"({r.run_id})"), root=data_root)
         print_run_summary(console, method_spec.name, protocol_spec.name, budget, outcomes)
         failed = [o for o in outcomes if o.status == "failed"]
         if failed:
             typer.echo(f"error: {len(failed)} run(s) failed: {failed[0].error}", err=True)
             raise typer.Exit(1)
+
+
+@app.command()
+def prepare(
+    dataset: Annotated[str, typer.Argument(
+        help="raw format: bp4d, disfa, bp4d_plus, affwild2, fera17, megraphau_lists or csv")],
+    root: Annotated[Path, typer.Option(help="the annotation files as distributed (a folder; csv: the CSV file)")],
+    images: Annotated[Optional[Path], typer.Option(
+        help="folder of the frames or videos in the conventional layout (default: --root)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default: DATA_ROOT/<dataset>)")] = None,
+    align: Annotated[bool, typer.Option(
+        "--align/--no-align", help="detect and align faces (--no-align: frames are already cropped faces)")] = True,
+    data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
+    threshold: Annotated[float, typer.Option(help="DISFA: occurrence = intensity >= threshold")] = 2.0,
+    name: Annotated[Optional[str], typer.Option(
+        help="name of the prepared dataset (default: the format's; megraphau_lists: bp4d or disfa; csv: the file's stem)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="worker processes (default: all cores)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="prepare again, replacing what is at the output folder")] = False,
+) -> None:
+    """Import a real dataset's annotations and frames into a prepared FrameIndex (aligned 256 px faces)."""
+    from aunce_bench.data.prepare import prepare as prepare_dataset
+    from aunce_bench.data.prepared import data_root as resolve_root
+
+    with _user_errors():
+        with Progress(TextColumn("cropping faces of sequences"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task("sequences", total=None)
+            result = prepare_dataset(dataset, root, data_root=resolve_root(data_root), images=images, out=out,
+                                     align=align, threshold=threshold, name=name, workers=workers, force=force,
+                                     progress=lambda done, total: bar.update(task, completed=done, total=total))
+        _print_prepared(result)
+
+
+def _print_prepared(result) -> None:
+    index, metadata = result.index, result.index.metadata
+    labels = index.label_matrix()
+    table = Table(title=f"{index.name} labels")
+    for column in ("AU", "base rate", "present", "missing"):
+        table.add_column(column, justify="left" if column == "AU" else "right")
+    for column, au in enumerate(index.aus):
+        known = labels[:, column] >= 0
+        rate = f"{labels[known, column].mean():.3f}" if known.any() else "-"
+        table.add_row(f"AU{au}", rate, str(int((labels[:, column] == 1).sum())), str(int((~known).sum())))
+    console.print(table)
+    console.print(f"{index.name}: {len(index)} frames, {len(metadata['subjects'])} subjects, "
+                  f"{metadata['sequences']} sequences")
+    faces, skipped = metadata["faces"], metadata["skipped"]
+    if metadata["align"]:
+        console.print(f"faces: {faces['detected']} detected ({faces['eyes_levelled']} levelled on the eyes), "
+                      f"{faces['previous_box']} from the previous frame's box, {faces['centre_crop']} centre crops")
+    else:
+        console.print("faces: not aligned (--no-align): frames centre-cropped to a square and resized")
+    console.print(f"skipped: {skipped['without_image']} without an image, {skipped['unreadable']} unreadable, "
+                  f"{skipped['unlabelled']} with every AU missing")
+    if metadata["partitions"]:
+        console.print("partitions: " + ", ".join(f"{k} {len(v)} subjects" for k, v in metadata["partitions"].items()))
+    if result.reused:
+        console.print(f"already prepared: {result.folder} (pass --force to prepare again)")
+    else:
+        console.print(f"wrote {len(index)} frames to {result.folder} in {result.seconds:.1f} s")
 
 
 def _torch_device(name: str):

@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,7 +16,9 @@ import torch
 from aunce_bench import __version__
 from aunce_bench.data.loaders import FrameSet, load_frames
 from aunce_bench.data.noise import NoiseSpec, apply_label_noise
+from aunce_bench.data.prepared import PreparedConfig, data_root, prepared_info
 from aunce_bench.data.synth.generate import SynthConfig, load_or_generate
+from aunce_bench.errors import UserError
 from aunce_bench.metrics import AUMetrics, au_metrics, chance_f1, grouped_au_metrics, mean_f1
 from aunce_bench.protocols import split_validation
 from aunce_bench.registry import get_recipe
@@ -61,24 +64,40 @@ def _device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
-def _frames(config: dict, subjects: list[str], aus: list[int]) -> FrameSet:
-    _, folder, _ = load_or_generate(SynthConfig(**config))
-    return load_frames(folder, subjects, aus)
+def _frames(config: dict, subjects: list[str], aus: list[int], root: Path) -> FrameSet:
+    """The frames of `subjects` from a run's data: SynthAU (generated on demand) or a prepared dataset."""
+    if config.get("source") != "prepared":
+        _, folder, _ = load_or_generate(SynthConfig(**config))
+        return load_frames(folder, subjects, aus)
+    prepared = PreparedConfig(**config)
+    info = prepared_info(root, prepared.dataset)
+    if info.fingerprint != prepared.fingerprint:
+        raise UserError(f"dataset {prepared.dataset} at {info.folder} was prepared again after this run was planned; "
+                        "run the command again")
+    return load_frames(info.folder, subjects, aus, frame_stride=prepared.frame_stride, image_size=prepared.image_size,
+                       pose_bins=prepared.pose_bins, occurrence_threshold=prepared.occurrence_threshold)
+
+
+def _dataset(config: dict) -> str:
+    return config.get("dataset") or config["profile"]
 
 
 def _metrics_table(metrics: dict[str, dict[str, AUMetrics]]) -> dict[str, dict[str, dict[str, float]]]:
     return {group: {au: vars(values) for au, values in per_au.items()} for group, per_au in metrics.items()}
 
 
-def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress: Progress) -> RunOutcome:
-    """One run from data to stored metrics; failures are stored with their reason."""
+def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress: Progress,
+                root: Path | None = None) -> RunOutcome:
+    """One run from data to stored metrics; failures are stored with their reason. Prepared datasets are
+    looked up under `root` (see `data_root`)."""
     started = time.perf_counter()
-    store.start_run(run.run_id, method=run.method.name, protocol=run.protocol, dataset=run.test_data["profile"],
+    root = data_root(root)
+    store.start_run(run.run_id, method=run.method.name, protocol=run.protocol, dataset=_dataset(run.test_data),
                     budget=run.budget, fold=run.fold, seed=run.seed, noise=run.noise, spec=run.model_dump(mode="json"),
                     provenance={"versions": _versions(), "git_revision": _git_revision(),
                                 "device": _device_name(device), "selection": run.selection})
     try:
-        pool = _frames(run.train_data, run.train_subjects, run.aus)
+        pool = _frames(run.train_data, run.train_subjects, run.aus, root)
         noise = NoiseSpec.parse(run.noise)
         noisy_labels, flips = apply_label_noise(pool.labels, noise, seed=run.seed)
         pool = pool.with_labels(noisy_labels)  # noise hits the training folds only; test labels stay clean
@@ -88,7 +107,7 @@ def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress
             train, val = pool.subset(in_fit), pool.subset(~in_fit)
         else:
             train, val = pool, None
-        test = _frames(run.test_data, run.test_subjects, run.aus)
+        test = _frames(run.test_data, run.test_subjects, run.aus, root)
         data_s = time.perf_counter() - started
 
         recipe = get_recipe(run.method.recipe)(run, TrainContext(device, run.seed, progress))
@@ -131,7 +150,7 @@ def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress
 
 
 def execute(runs: list[RunSpec], store: ResultStore, device: torch.device, progress: Progress,
-            on_skip=lambda run: None) -> list[RunOutcome]:
+            on_skip=lambda run: None, root: Path | None = None) -> list[RunOutcome]:
     outcomes = []
     for run in runs:
         if store.status(run.run_id) == "done":
@@ -139,6 +158,6 @@ def execute(runs: list[RunSpec], store: ResultStore, device: torch.device, progr
             outcomes.append(RunOutcome(run, "skipped"))
             continue
         progress.run_started(f"{run.method.name} {run.fold_name} seed {run.seed}")
-        outcomes.append(execute_run(run, store, device, progress))
+        outcomes.append(execute_run(run, store, device, progress, root))
         progress.run_finished()
     return outcomes

@@ -1,17 +1,26 @@
-"""Protocol expansion: a protocol x budget becomes folds, and folds x seeds x noise become RunSpecs."""
+"""Protocol expansion: a protocol x budget becomes folds, and folds x seeds x noise become RunSpecs.
+
+Data sources are SynthAU (generated on demand) or prepared real datasets under the data root; planning a
+protocol on prepared data reads their completion markers (subjects, AUs, partitions, fingerprint) and fails
+with the `prepare` command to run when a dataset is absent or incomplete.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from aunce_bench.data.noise import NoiseSpec
+from aunce_bench.data.prepared import PreparedConfig, data_root, prepared_info
 from aunce_bench.data.synth.generate import SynthConfig, subject_names
 from aunce_bench.data.synth.profiles import PROFILES
 from aunce_bench.errors import UserError
 from aunce_bench.specs import Budget, DataSpec, MethodSpec, ProtocolSpec, RunSpec
+
+DataConfig = SynthConfig | PreparedConfig
 
 
 @dataclass(frozen=True)
@@ -20,30 +29,48 @@ class FoldPlan:
 
     index: int  # 1-based
     name: str
-    train_data: SynthConfig
-    test_data: SynthConfig
+    train_data: DataConfig
+    test_data: DataConfig
     train_subjects: list[str]
     test_subjects: list[str]
     aus: list[int]
 
 
-def data_config(data: DataSpec, protocol: ProtocolSpec, budget: Budget, test: bool) -> SynthConfig:
-    """The SynthAU configuration of a data source under a budget (test data may add settings)."""
+@dataclass(frozen=True)
+class _Data:
+    """A data source resolved under a budget: its loading configuration and what it holds."""
+
+    config: DataConfig
+    subjects: list[str]
+    aus: list[int]
+    partitions: dict[str, list[str]]
+    where: str  # for messages
+
+
+def _resolve(data: DataSpec, protocol: ProtocolSpec, budget: Budget, test: bool, root: Path) -> _Data:
     settings = {**budget.data, "occurrence_threshold": protocol.occurrence_threshold, **data.overrides}
     if test:
         settings.update({**protocol.test_data_overrides, **budget.test_data})
+    info = prepared_info(root, data.dataset) if data.source == "prepared" else None
     try:
-        return SynthConfig(profile=data.profile, **settings).resolved()
+        if info is None:
+            config = SynthConfig(profile=data.profile, **settings).resolved()
+        else:
+            config = PreparedConfig(dataset=data.dataset, fingerprint=info.fingerprint, **settings)
     except ValueError as error:
         raise UserError(f"protocol {protocol.name}: invalid data settings: {error}".splitlines()[0])
+    if info is None:
+        return _Data(config, subject_names(config), list(PROFILES[config.profile].labels.labelled_aus), {},
+                     f"SynthAU {config.profile}")
+    unknown = [b for b in config.pose_bins or [] if b not in info.pose_bins]
+    if unknown:
+        raise UserError(f"protocol {protocol.name}: pose bin '{unknown[0]}' is not in {data.dataset} at {info.folder} "
+                        f"(it has: {', '.join(info.pose_bins)})")
+    return _Data(config, info.subjects, info.aus, info.partitions, f"{data.dataset} at {info.folder}")
 
 
-def _labelled(config: SynthConfig) -> list[int]:
-    return list(PROFILES[config.profile].labels.labelled_aus)
-
-
-def _aus(protocol: ProtocolSpec, train: SynthConfig, test: SynthConfig) -> list[int]:
-    available = [au for au in _labelled(train) if au in _labelled(test)]
+def _aus(protocol: ProtocolSpec, train: _Data, test: _Data) -> list[int]:
+    available = [au for au in train.aus if au in test.aus]
     if protocol.aus is None:
         return available
     absent = [au for au in protocol.aus if au not in available]
@@ -53,28 +80,55 @@ def _aus(protocol: ProtocolSpec, train: SynthConfig, test: SynthConfig) -> list[
     return list(protocol.aus)
 
 
-def fold_plans(protocol: ProtocolSpec, budget_name: str) -> list[FoldPlan]:
-    budget = protocol.budgets[budget_name]
-    if protocol.split.kind == "kfold":
-        train = data_config(protocol.data, protocol, budget, test=False)
-        test = data_config(protocol.data, protocol, budget, test=True)
-        subjects = subject_names(train)
-        n_folds = protocol.split.n_folds
-        if len(subjects) < n_folds:
-            raise UserError(f"protocol {protocol.name}: {len(subjects)} subjects cannot make {n_folds} folds")
-        parts = [list(part) for part in np.array_split(np.array(subjects), n_folds)]
+def _parts(protocol: ProtocolSpec, data: _Data) -> list[list[str]]:
+    """The subject parts of a k-fold protocol: pinned in the YAML, or the data's subjects split in order."""
+    split = protocol.split
+    if split.kind == "parts":
+        absent = [s for part in split.parts for s in part if s not in data.subjects]
+        if absent:
+            raise UserError(f"protocol {protocol.name}: subject {absent[0]} of its parts is not in {data.where} "
+                            f"({len(absent)} of {sum(map(len, split.parts))} missing); prepare the complete dataset")
+        return [list(part) for part in split.parts]
+    if len(data.subjects) < split.n_folds:
+        raise UserError(f"protocol {protocol.name}: {len(data.subjects)} subjects cannot make {split.n_folds} folds")
+    return [list(part) for part in np.array_split(np.array(data.subjects), split.n_folds)]
+
+
+def _partition(protocol: ProtocolSpec, data: _Data, name: str) -> list[str]:
+    if name not in data.partitions:
+        known = ", ".join(data.partitions) or "none"
+        raise UserError(f"protocol {protocol.name}: {data.where} has no '{name}' partition (it has: {known})")
+    return list(data.partitions[name])
+
+
+def fold_plans(protocol: ProtocolSpec, budget_name: str, root: Path | None = None) -> list[FoldPlan]:
+    """The folds of a protocol under a budget; prepared data is looked up under `root` (see `data_root`)."""
+    budget, root = protocol.budget(budget_name), data_root(root)
+    split = protocol.split
+    if split.kind == "cross":
         plans = []
-        for k in range(1, n_folds + 1):
-            test_part = parts[n_folds - k]  # fold 1 tests the last part, as in FACTS.md s3
-            train_subjects = [s for s in subjects if s not in test_part]
-            plans.append(FoldPlan(k, f"fold{k}", train, test, train_subjects, test_part, _aus(protocol, train, test)))
+        for k, direction in enumerate(split.directions, start=1):
+            train = _resolve(direction.train, protocol, budget, False, root)
+            test = _resolve(direction.test, protocol, budget, True, root)
+            plans.append(FoldPlan(k, direction.name, train.config, test.config, train.subjects, test.subjects,
+                                  _aus(protocol, train, test)))
         return plans
+    train = _resolve(protocol.data, protocol, budget, False, root)
+    test = _resolve(protocol.data, protocol, budget, True, root)
+    aus = _aus(protocol, train, test)
+    if split.kind == "partition":
+        train_subjects, test_subjects = _partition(protocol, train, split.train), _partition(protocol, test, split.test)
+        shared = sorted(set(train_subjects) & set(test_subjects))
+        if shared:
+            raise UserError(f"protocol {protocol.name}: subject {shared[0]} is in both the '{split.train}' and the "
+                            f"'{split.test}' partition of {train.where}")
+        return [FoldPlan(1, split.test, train.config, test.config, train_subjects, test_subjects, aus)]
+    parts = _parts(protocol, train)
     plans = []
-    for k, direction in enumerate(protocol.split.directions, start=1):
-        train = data_config(direction.train, protocol, budget, test=False)
-        test = data_config(direction.test, protocol, budget, test=True)
-        plans.append(FoldPlan(k, direction.name, train, test, subject_names(train), subject_names(test),
-                              _aus(protocol, train, test)))
+    for k in range(1, len(parts) + 1):
+        test_part = parts[len(parts) - k]  # fold 1 tests the last part, as in FACTS.md s3
+        train_subjects = [s for part in parts if part is not test_part for s in part]
+        plans.append(FoldPlan(k, f"fold{k}", train.config, test.config, train_subjects, test_part, aus))
     return plans
 
 
@@ -93,9 +147,12 @@ def parse_noise(text: str) -> NoiseSpec:
 
 
 def plan_runs(method: MethodSpec, protocol: ProtocolSpec, budget: str, folds: list[int] | None,
-              seeds: list[int], noise: NoiseSpec) -> list[RunSpec]:
-    """Every RunSpec of a method on a protocol: selected folds x seeds, one noise setting."""
-    plans = fold_plans(protocol, budget)
+              seeds: list[int], noise: NoiseSpec, root: Path | None = None,
+              selection: str | None = None) -> list[RunSpec]:
+    """Every RunSpec of a method on a protocol: selected folds x seeds, one noise setting.
+
+    `selection` overrides the protocol's model-selection policy (strict or official)."""
+    plans = fold_plans(protocol, budget, root)
     if folds:
         wrong = [k for k in folds if not 1 <= k <= len(plans)]
         if wrong:
@@ -108,7 +165,7 @@ def plan_runs(method: MethodSpec, protocol: ProtocolSpec, budget: str, folds: li
         fingerprint = hashlib.sha256((plan.train_data.content_hash() + plan.test_data.content_hash()).encode())
         for seed in seeds:
             runs.append(RunSpec(
-                method=resolved, protocol=protocol.name, selection=protocol.selection,
+                method=resolved, protocol=protocol.name, selection=selection or protocol.selection,
                 validation_fraction=protocol.validation_fraction, decision_threshold=protocol.decision_threshold,
                 budget=budget, crop_size=protocol.budgets[budget].crop_size, fold=plan.index, fold_name=plan.name,
                 seed=seed, noise=str(noise), aus=plan.aus, train_data=plan.train_data.model_dump(),

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
+from aunce_bench.data.formats import FORMATS
 from aunce_bench.data.noise import NOISE_MODELS
 from aunce_bench.data.synth.profiles import PROFILES
 from aunce_bench.errors import UserError
@@ -28,6 +29,8 @@ DATASETS: dict[str, str] = {
     profile.dataset_name: f"SynthAU, {profile.name} profile: {len(profile.labels.labelled_aus)} labelled AUs, "
     f"{profile.labels.n_subjects} subjects (embedded, generated on demand)"
     for profile in PROFILES.values()
+} | {
+    f.name: f"{f.description} (licensed; aunce-bench prepare {f.name})" for f in FORMATS.values() if f.dataset
 }
 __all__ = ["CONTRASTIVE_LOSSES", "DATASETS", "NOISE_MODELS", "RECIPES", "SUPERVISED_LOSSES", "get_recipe", "loss"]
 

@@ -1,10 +1,10 @@
 """Declarative specs: protocols and methods from YAML, resolved into hashed RunSpecs.
 
 A protocol (`protocols/<name>.yaml`) says what data, which AUs, which folds, which policies and how much
-compute each budget (`quick`, `standard`, `full`) spends. A method (`methods/<name>.yaml`) is a recipe
-with its hyperparameters, optional per-budget overrides, a citation and the numbers its paper reports.
-A `RunSpec` is one (method, protocol, budget, fold, seed, noise) with everything resolved; its content
-hash is the run id.
+compute each budget (`quick`, `standard`, `full`; on prepared real data `quick` and `full`) spends. A method
+(`methods/<name>.yaml`) is a recipe with its hyperparameters, optional per-budget overrides, a citation and
+the numbers its paper reports. A `RunSpec` is one (method, protocol, budget, fold, seed, noise) with
+everything resolved; its content hash is the run id.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from aunce_bench import __version__
 from aunce_bench.errors import UserError
@@ -25,6 +25,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 METHODS_DIR = PROJECT_ROOT / "methods"
 PROTOCOLS_DIR = PROJECT_ROOT / "protocols"
 BUDGETS = ("quick", "standard", "full")
+REAL_BUDGETS = ("quick", "full")  # protocols on prepared real data
 
 
 class Strict(BaseModel):
@@ -32,19 +33,71 @@ class Strict(BaseModel):
 
 
 # ----------------------------------------------------------------------------------------- protocols
-class DataSpec(Strict):
-    """A data source. `synth` renders SynthAU with `overrides` on top of the budget's data settings."""
+class SynthData(Strict):
+    """SynthAU, rendered with `overrides` on top of the budget's data settings (SynthConfig fields)."""
 
     source: Literal["synth"] = "synth"
     profile: str
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
+class PreparedData(Strict):
+    """A real dataset prepared with `aunce-bench prepare` into `<data root>/<dataset>`, loaded with `overrides` on
+    top of the budget's data settings (PreparedConfig fields: frame_stride, image_size, pose_bins)."""
+
+    source: Literal["prepared"]
+    dataset: str
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+def _data_source(value: Any) -> str:
+    return value.get("source", "synth") if isinstance(value, dict) else getattr(value, "source", "synth")
+
+
+DataSpec = Annotated[Union[Annotated[SynthData, Tag("synth")], Annotated[PreparedData, Tag("prepared")]],
+                     Discriminator(_data_source)]
+
+
 class KFoldSplit(Strict):
-    """Subject-independent k folds: subjects split into k parts; fold k tests on part n+1-k (FACTS.md s3)."""
+    """Subject-independent k folds: the data's subjects split into k parts in order; fold k tests on part
+    n+1-k (FACTS.md s3)."""
 
     kind: Literal["kfold"]
     n_folds: int = Field(3, ge=2)
+
+
+def parts_sha256(parts: list[list[str]]) -> str:
+    """The hash that pins a protocol's subject parts: sha256 of their compact JSON."""
+    return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()
+
+
+class PartsSplit(Strict):
+    """Subject-independent folds over pinned subject parts (the published splits, FACTS.md s3): fold k tests on
+    part n+1-k and trains on the others. `sha256` (`parts_sha256`) pins the lists against silent edits."""
+
+    kind: Literal["parts"]
+    parts: list[list[str]] = Field(min_length=2)
+    sha256: str
+
+    @model_validator(mode="after")
+    def _pinned(self) -> "PartsSplit":
+        subjects = [subject for part in self.parts for subject in part]
+        twice = next((s for s in subjects if subjects.count(s) > 1), None)
+        if twice:
+            raise ValueError(f"subject {twice} is in more than one part")
+        actual = parts_sha256(self.parts)
+        if actual != self.sha256:
+            raise ValueError(f"the subject parts do not match their pinned sha256 {self.sha256[:12]}... (edited without "
+                             f"updating the hash?); if the edit is deliberate, set sha256: {actual}")
+        return self
+
+
+class PartitionSplit(Strict):
+    """The dataset's official partitions, recorded by `prepare`: train on `train`, test on `test`."""
+
+    kind: Literal["partition"]
+    train: str = "train"
+    test: str = "validation"
 
 
 class CrossDirection(Strict):
@@ -63,7 +116,8 @@ class CrossSplit(Strict):
 class Budget(Strict):
     """How much data and compute a budget spends (method schedules come from the method's overrides)."""
 
-    data: dict[str, Any] = Field(default_factory=dict, description="SynthConfig settings of train and test data")
+    data: dict[str, Any] = Field(default_factory=dict, description="data settings of train and test data "
+                                 "(SynthConfig fields; for prepared data frame_stride, image_size, pose_bins)")
     test_data: dict[str, Any] = Field(default_factory=dict, description="extra settings of the test data")
     crop_size: int = Field(ge=16, description="network input: random crops in training, centre crop at test")
 
@@ -82,7 +136,7 @@ class ProtocolSpec(Strict):
     description: str = ""
     data: DataSpec | None = None
     test_data_overrides: dict[str, Any] = Field(default_factory=dict)
-    split: KFoldSplit | CrossSplit = Field(discriminator="kind")
+    split: KFoldSplit | PartsSplit | PartitionSplit | CrossSplit = Field(discriminator="kind")
     aus: list[int] | None = None
     selection: Literal["strict", "official"] = "strict"
     validation_fraction: float = Field(0.15, gt=0.0, lt=0.5)
@@ -91,14 +145,40 @@ class ProtocolSpec(Strict):
     reference: PaperReference | None = None
     budgets: dict[Literal["quick", "standard", "full"], Budget]
 
+    @property
+    def sources(self) -> list[SynthData | PreparedData]:
+        if self.split.kind == "cross":
+            return [data for direction in self.split.directions for data in (direction.train, direction.test)]
+        return [self.data] if self.data is not None else []
+
+    @property
+    def synthetic(self) -> bool:
+        return all(data.source == "synth" for data in self.sources)
+
     @model_validator(mode="after")
     def _complete(self) -> "ProtocolSpec":
-        missing = [name for name in BUDGETS if name not in self.budgets]
+        required = BUDGETS if self.synthetic else REAL_BUDGETS
+        missing = [name for name in required if name not in self.budgets]
         if missing:
-            raise ValueError(f"budgets: missing {', '.join(missing)} (every protocol defines quick, standard, full)")
-        if self.split.kind == "kfold" and self.data is None:
-            raise ValueError("data: a kfold protocol needs a data source")
+            kind = "synthetic" if self.synthetic else "prepared"
+            raise ValueError(f"budgets: missing {', '.join(missing)} (a protocol on {kind} data defines "
+                             f"{', '.join(required)})")
+        if self.split.kind != "cross" and self.data is None:
+            raise ValueError(f"data: a {self.split.kind} protocol needs a data source")
+        if self.split.kind == "partition" and self.data.source != "prepared":
+            raise ValueError("split: partitions are recorded by 'aunce-bench prepare'; use a prepared data source")
         return self
+
+    def budget(self, name: str) -> Budget:
+        if name not in self.budgets:
+            raise UserError(f"invalid budget: protocol {self.name} has no '{name}' budget; choose one of: "
+                            f"{', '.join(self.budgets)}")
+        return self.budgets[name]
+
+    @property
+    def default_budget(self) -> str:
+        """`standard` where the protocol has it (synthetic data), else `full`."""
+        return "standard" if "standard" in self.budgets else "full"
 
 
 # ------------------------------------------------------------------------------------------- methods

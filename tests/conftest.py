@@ -36,8 +36,10 @@ probe: {optimizer: adam, lr: 1.0e-2, weight_decay: 1.0e-6, batch_size: 128, epoc
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
-    """Generated SynthAU data goes to one temporary cache shared by the whole test session."""
+    """Generated SynthAU data goes to one temporary cache shared by the whole test session; the default data
+    root of prepared datasets is an empty temporary folder."""
     monkeypatch.setenv("AUNCE_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("AUNCE_BENCH_DATA", str(tmp_path_factory.getbasetemp() / "no-data"))
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,9 @@ def test_every_shipped_yaml_loads_for_every_budget():
     assert {"synth_bp4d_3fold", "synth_disfa_3fold", "synth_cross_dataset", "synth_pose"} <= set(list_protocols())
     for name in list_protocols():
         protocol = load_protocol(name)
+        if not protocol.synthetic:  # planned on prepared fixtures in test_real_protocols.py
+            assert set(protocol.budgets) == {"quick", "full"}
+            continue
         for budget in BUDGETS:
             assert fold_plans(protocol, budget)
     for name in list_methods():

@@ -1,0 +1,114 @@
+"""Writers of small raw-dataset trees in the formats of FACTS.md s2, for the importer tests.
+
+Each writer lays out annotation files as distributed and frames (tiny generated images or videos) in the
+conventional layout, and returns the rows it wrote, so tests can check the imported index frame by frame.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+BP4D_AUS = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)
+# BP4D+ headers list only the coded AUs: the 12 sit at column indices 1 2 3 5 6 8 10 12 13 15 20 21.
+BP4D_PLUS_HEADER = [0, 1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22, 23, 24, 27]
+DISFA_AUS = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)
+
+
+def noise_image(seed: int, size: int = 64) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image), path
+
+
+def write_video(path: Path, frames: list[np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (width, height))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+def bp4d_code(subject: int, task: int, row: int, au: int) -> int:
+    """A deterministic 0 / 1 / 9 pattern that differs between AUs, rows, tasks and subjects."""
+    value = (subject * 7 + task * 5 + row * 3 + au * 11) % 10
+    return 9 if value == 0 else int(value > 5)
+
+
+def write_bp4d(root: Path, subjects: list[str], tasks: int = 2, frames: int = 3, first_frame: int = 2440,
+               pad: bool = False, ext: str = ".jpg", header: list[int] | None = None,
+               image=lambda seed: noise_image(seed)) -> list[dict]:
+    """`AUCoding/AU_OCC/F001_T1.csv` (header 0..99 unless given) and frames `F001/T1/2440.jpg`."""
+    header = header if header is not None else list(range(100))
+    rows = []
+    for s, subject in enumerate(subjects):
+        for t in range(1, tasks + 1):
+            lines = [",".join(map(str, header))]
+            for r in range(frames):
+                frame = first_frame + r
+                codes = {au: bp4d_code(s, t, r, au) for au in header[1:]}
+                lines.append(",".join([str(frame)] + [str(codes[au]) for au in header[1:]]))
+                name = f"{frame:04d}{ext}" if pad else f"{frame}{ext}"
+                write_image(root / subject / f"T{t}" / name, image(s * 1000 + t * 100 + r))
+                rows.append({"subject": subject, "sequence": f"T{t}", "frame": frame,
+                             "labels": [-1 if codes[au] == 9 else codes[au] for au in BP4D_AUS]})
+            path = root / "AUCoding" / "AU_OCC" / f"{subject}_T{t}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("\n".join(lines) + "\n")
+    return [row for row in rows if any(v != -1 for v in row["labels"])]
+
+
+def disfa_intensity(subject: int, row: int, au: int) -> int:
+    return (subject * 3 + row * 2 + au) % 6
+
+
+def write_disfa(root: Path, subjects: list[str], frames: int = 6) -> None:
+    """`ActionUnit_Labels/SN001/SN001_au1.txt` (`frame,intensity`, 1-based) and frames `SN001/0.png`."""
+    for s, subject in enumerate(subjects):
+        for au in DISFA_AUS:
+            path = root / "ActionUnit_Labels" / subject / f"{subject}_au{au}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(f"{r + 1},{disfa_intensity(s, r, au)}\n" for r in range(frames)))
+        for r in range(frames):
+            write_image(root / subject / f"{r}.png", noise_image(s * 100 + r))
+
+
+def write_affwild2(root: Path) -> dict:
+    """Train_Set/vid1.txt (frames as cropped_aligned images, one missing, one row all -1) and
+    Validation_Set/vid2_left.txt (frames from the video vid2.mp4, shorter than its annotation)."""
+    header = "AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26"
+    train = [[1, 0, -1, 0, 0, 0, 1, 0, 0, 0, 1, 0], [0] * 12, [-1] * 12, [1] * 12, [0, 1] * 6]
+    valid = [[0, 1] * 6, [1, 0] * 6, [1] * 12, [0] * 12]
+    folder = root / "AU_Set"
+    for name, rows, set_name in (("vid1", train, "Train_Set"), ("vid2_left", valid, "Validation_Set")):
+        path = folder / set_name / f"{name}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows))
+    for j in (1, 2, 3, 5):  # data line 4 has no cropped image
+        write_image(root / "cropped_aligned" / "vid1" / f"{j:05d}.jpg", noise_image(j, 112))
+    write_video(root / "videos" / "vid2.mp4", [noise_image(50 + j, 64) for j in range(3)])
+    return {"train": train, "valid": valid}
+
+
+def write_fera17(root: Path, rows: int = 4) -> list[list[int]]:
+    """FERA17_TR_F001_T1.csv with views 1 and 6; FERA17_VA_F001_T1.csv with view 6 (a video one frame short)."""
+    aus = (1, 4, 6, 7, 10, 12, 14, 15, 17, 23)
+    labels = [[(r + i) % 2 for i in range(len(aus))] for r in range(rows)]
+    labels[1][2] = 9  # missing
+    for split, views in (("TR", (1, 6)), ("VA", (6,))):
+        path = root / "Occ" / f"FERA17_{split}_F001_T1.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = ["Frame," + ",".join(f"AU{au:02d}" for au in aus)]
+        lines += [f"{r + 1}," + ",".join(map(str, labels[r])) for r in range(rows)]
+        path.write_text("\n".join(lines) + "\n")
+        for view in views:
+            count = rows if split == "TR" else rows - 1
+            write_video(root / "videos" / f"FERA17_{split}_F001_T1_{view}.mp4",
+                        [noise_image(view * 10 + r) for r in range(count)])
+    return [[-1 if v == 9 else v for v in row] for row in labels]
