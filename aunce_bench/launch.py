@@ -64,7 +64,7 @@ def _device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
-def _frames(config: dict, subjects: list[str], aus: list[int], root: Path) -> FrameSet:
+def run_frames(config: dict, subjects: list[str], aus: list[int], root: Path) -> FrameSet:
     """The frames of `subjects` from a run's data: SynthAU (generated on demand) or a prepared dataset."""
     if config.get("source") != "prepared":
         _, folder, _ = load_or_generate(SynthConfig(**config))
@@ -97,7 +97,7 @@ def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress
                     provenance={"versions": _versions(), "git_revision": _git_revision(),
                                 "device": _device_name(device), "selection": run.selection})
     try:
-        pool = _frames(run.train_data, run.train_subjects, run.aus, root)
+        pool = run_frames(run.train_data, run.train_subjects, run.aus, root)
         noise = NoiseSpec.parse(run.noise)
         noisy_labels, flips = apply_label_noise(pool.labels, noise, seed=run.seed)
         pool = pool.with_labels(noisy_labels)  # noise hits the training folds only; test labels stay clean
@@ -107,7 +107,7 @@ def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress
             train, val = pool.subset(in_fit), pool.subset(~in_fit)
         else:
             train, val = pool, None
-        test = _frames(run.test_data, run.test_subjects, run.aus, root)
+        test = run_frames(run.test_data, run.test_subjects, run.aus, root)
         data_s = time.perf_counter() - started
 
         recipe = get_recipe(run.method.recipe)(run, TrainContext(device, run.seed, progress))

@@ -13,7 +13,7 @@ from aunce_bench.data.index import is_complete
 from aunce_bench.data.noise import NoiseSpec
 from aunce_bench.data.prepare import prepare
 from aunce_bench.errors import UserError
-from aunce_bench.launch import _frames
+from aunce_bench.launch import run_frames
 from aunce_bench.protocols import fold_plans, plan_runs
 from aunce_bench.specs import PROTOCOLS_DIR, load_method, load_protocol
 from rawdata import write_affwild2, write_bp4d, write_disfa, write_fera17
@@ -145,7 +145,7 @@ def test_quick_budget_subsamples_sequences_and_resizes(root):
                     root)[0]
     assert run.train_data["frame_stride"] == 40 and run.train_data["image_size"] == 64
     assert run.test_data["dataset"] == "bp4d" and len(run.data_fingerprint) == 20
-    test = _frames(run.test_data, run.test_subjects, run.aus, root)
+    test = run_frames(run.test_data, run.test_subjects, run.aus, root)
     assert tuple(test.images.shape[1:]) == (3, 64, 64)
     assert len(test) == 13 * 2  # 13 test subjects x 2 sequences, the first of every 40 frames of each
     assert set(test.keys["frame"]) == {2440}
@@ -159,7 +159,7 @@ def test_disfa_protocol_threshold_relabels_from_intensities(root):
     for threshold in (1.0, 2.0):
         protocol = load_protocol("disfa_3fold").model_copy(update={"occurrence_threshold": threshold})
         runs[threshold] = plan_runs(load_method("wce"), protocol, "full", [1], [0], NoiseSpec.parse("none"), root)[0]
-    frames = {t: _frames(r.test_data, r.test_subjects, r.aus, root) for t, r in runs.items()}
+    frames = {t: run_frames(r.test_data, r.test_subjects, r.aus, root) for t, r in runs.items()}
     assert (frames[1.0].labels >= frames[2.0].labels).all() and (frames[1.0].labels != frames[2.0].labels).any()
     assert runs[1.0].run_id != runs[2.0].run_id
 
@@ -177,7 +177,7 @@ def test_partition_protocols_use_the_official_split_and_views(tmp_path):
     plan = fold_plans(load_protocol("fera17_pose"), "full", data)[0]
     assert plan.train_subjects == ["TR_F001"] and plan.test_subjects == ["VA_F001"]
     assert plan.train_data.pose_bins == ["view6"] and plan.test_data.pose_bins is None
-    train = _frames(plan.train_data.model_dump(), plan.train_subjects, plan.aus, data)
+    train = run_frames(plan.train_data.model_dump(), plan.train_subjects, plan.aus, data)
     assert set(train.keys["pose_bin"]) == {"view6"} and len(train) == 4  # the frontal view only, not view1
     wrong = load_protocol("fera17_pose").model_copy(update={"data": load_protocol("fera17_pose").data.model_copy(
         update={"overrides": {"pose_bins": ["view9"]}})})

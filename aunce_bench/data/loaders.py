@@ -98,8 +98,7 @@ def load_frames(folder: Path, subjects: list[str], aus: list[int], *, frame_stri
             columns.append(np.where(level < 0, MISSING_LABEL, level >= occurrence_threshold).astype(np.int8))
         else:
             columns.append(labels[:, index.aus.index(au)])
-    selected = np.stack(columns, axis=1) if columns else labels[:, :0]
-    return FrameSet(images, selected, keys).subset(np.isin(keys["subject"], subjects))
+    return FrameSet(images, np.stack(columns, axis=1), keys).subset(np.isin(keys["subject"], subjects))
 
 
 def batch_indices(count: int, batch_size: int, generator: torch.Generator, shuffle: bool = True,

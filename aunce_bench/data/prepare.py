@@ -56,8 +56,9 @@ def prepare(format_name: str, root: Path, *, data_root: Path, images: Path | Non
     images = Path(images) if images is not None else (root if root.is_dir() else root.parent)
     if not images.is_dir():
         raise UserError(f"--images {images}: no such folder; pass the folder that holds the frames or videos")
-    scan = source.scan(root, images, threshold)
-    dataset = name or scan.dataset
+    dataset = name or source.dataset  # None: named by the files (megraphau_lists, csv), known after the scan
+    scan = None if dataset else source.scan(root, images, threshold)
+    dataset = dataset or scan.dataset
     if not re.fullmatch(r"[a-z0-9][a-z0-9_+-]*", dataset):
         raise UserError(f"invalid --name '{dataset}': use lower-case letters, digits, _ + - (e.g. gft)")
     out = Path(out) if out is not None else Path(data_root) / dataset
@@ -65,6 +66,7 @@ def prepare(format_name: str, root: Path, *, data_root: Path, images: Path | Non
         return Prepared(FrameIndex.load(out), out, True, time.perf_counter() - started)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise UserError(f"{out} exists and is not a prepared dataset; pass --force to replace it or choose another --out")
+    scan = scan or source.scan(root, images, threshold)
     check_writable(out.parent)
     if align:
         cascades()  # fail before any work when alignment is impossible
