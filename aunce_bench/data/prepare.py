@@ -11,24 +11,22 @@ pose bins, face-finding counts and a content fingerprint.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 
-import cv2
 
 from aunce_bench.data.faces import OUTPUT_SIZE, cascades, process_unit
 from aunce_bench.data.formats import get_format
 from aunce_bench.data.formats.common import Scan
 from aunce_bench.data.index import FrameIndex, frame_features, is_complete
-from aunce_bench.data.synth.generate import InlineExecutor, check_writable
+from aunce_bench.data.synth.generate import check_writable
+from aunce_bench.data.workers import process_pool
 from aunce_bench.errors import UserError
 
 PREPARE_VERSION = 1  # bump when a change to importers or preprocessing changes prepared data
@@ -86,10 +84,7 @@ def _build(scan: Scan, dataset: str, align: bool, workers: int,
     columns: dict[str, list] = {key: [] for key in frame_features(0, 0)}
     counts: Counter = Counter()
     digest = hashlib.sha256()
-    # spawned, not forked: a fork of a process whose OpenCV / torch thread pools already ran can deadlock
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=cv2.setNumThreads, initargs=(1,)) \
-            if workers > 1 else InlineExecutor() as pool:
+    with process_pool(workers) as pool:
         for done, (unit, (crops, unit_counts)) in enumerate(
                 zip(units, pool.map(process_unit, units, repeat(align), repeat(OUTPUT_SIZE))), start=1):
             counts.update(unit_counts)

@@ -12,13 +12,11 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.ndimage import gaussian_filter1d
@@ -29,6 +27,7 @@ from aunce_bench.data.synth.label_stats import RENDERED_AUS
 from aunce_bench.data.synth.labels import LabelProcess
 from aunce_bench.data.synth.profiles import PROFILES, Profile
 from aunce_bench.data.synth.render import Pose, encode_jpeg, render_face
+from aunce_bench.data.workers import process_pool
 from aunce_bench.errors import UserError
 
 # Bump when a change to the face model, renderer or label process changes generated data.
@@ -200,8 +199,7 @@ def generate(config: SynthConfig, workers: int | None = None,
     workers = max(1, workers or os.cpu_count() or 1)
     columns: dict[str, list] = {key: [] for key in frame_features(0, 0)}
     planned = [_subject_frames(config, subject) for subject in range(config.subjects)]
-    with ProcessPoolExecutor(workers, initializer=cv2.setNumThreads, initargs=(1,)) if workers > 1 \
-            else InlineExecutor() as pool:
+    with process_pool(workers) as pool:
         rendered = pool.map(_render_subject, [config] * config.subjects, range(config.subjects),
                             [jobs for jobs, _ in planned])
         for subject, ((_, rows), images) in enumerate(zip(planned, rendered)):
@@ -218,20 +216,6 @@ def generate(config: SynthConfig, workers: int | None = None,
     metadata = {"source": "synthau", "config": config.model_dump(), "fingerprint": config.content_hash(),
                 "generator_version": GENERATOR_VERSION}
     return FrameIndex(frames, profile.labels.labelled_aus, RENDERED_AUS, profile.dataset_name, metadata)
-
-
-class InlineExecutor:
-    """Runs `map` in this process (workers=1): no process start-up, same results."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    @staticmethod
-    def map(function, *iterables):
-        return map(function, *iterables)
 
 
 def default_cache_root() -> Path:
