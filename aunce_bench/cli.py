@@ -320,7 +320,7 @@ def _file_name(text: str) -> str:
 
 def _noise_table(curve) -> Table:
     """Mean F1 ± std per method and rate, and the drop from the clean run (a rich table)."""
-    table = Table(title=f"{curve.setting.title}: mean F1 under {curve.kind} training-label noise")
+    table = Table(title=f"mean F1 under {curve.kind} training-label noise: {curve.setting.title}")
     table.add_column("method")
     for level in curve.levels:
         table.add_column("clean" if level == 0 else f"{level:g}", justify="right")

@@ -1,4 +1,5 @@
 """Figures of a report, drawn with matplotlib (no pyplot state) and returned as inline SVG text or saved as PNG.
+F1 is plotted in percent, as the report's tables show it.
 
 SVG text is written as <text> elements (escaped by matplotlib's XML writer), so names in figures stay plain
 text; "$" is escaped so that no name is read as mathtext.
@@ -80,15 +81,15 @@ def per_au_bars(board: Leaderboard, colours: dict[str, str]) -> Figure:
     x = np.arange(len(aus))
     width = 0.8 / len(rows)
     for i, row in enumerate(rows):
-        values = [np.nan if row.per_au.get(au) is None else row.per_au[au] for au in aus]
+        values = [np.nan if row.per_au.get(au) is None else 100 * row.per_au[au] for au in aus]
         axes.bar(x + (i - (len(rows) - 1) / 2) * width, values, width, label=_text(row.method),
                  color=colours[row.method])
-    chance = [np.nan if board.chance.get(au) is None else board.chance[au] for au in aus]
+    chance = [np.nan if board.chance.get(au) is None else 100 * board.chance[au] for au in aus]
     axes.hlines(chance, x - 0.45, x + 0.45, colors=CHANCE_COLOUR, linestyles="dashed", linewidth=1,
                 label="chance (all-positive)")
     axes.set_xticks(x, aus)
-    axes.set_ylim(0, 1)
-    axes.set_ylabel("F1")
+    axes.set_ylim(0, 100)
+    axes.set_ylabel("F1 (%)")
     axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return figure
 
@@ -101,12 +102,12 @@ def noise_figure(curves: list[NoiseCurve], colours: dict[str, str]) -> Figure:
     for axes, curve in zip(panels, curves):
         for method, stats in curve.points.items():
             shown = [(level, stat) for level, stat in zip(curve.levels, stats) if stat.mean is not None]
-            spread = [np.nan if stat.std is None else stat.std for _, stat in shown]  # no bar for one run
-            axes.errorbar([level for level, _ in shown], [stat.mean for _, stat in shown], yerr=spread, marker="o",
-                          capsize=3, label=_text(method), color=colours[method])
+            spread = [np.nan if stat.std is None else 100 * stat.std for _, stat in shown]  # no bar for one run
+            axes.errorbar([level for level, _ in shown], [100 * stat.mean for _, stat in shown], yerr=spread,
+                          marker="o", capsize=3, label=_text(method), color=colours[method])
         axes.set_xticks(curve.levels)
         axes.set_xlabel(f"{_text(curve.kind)} noise rate (training labels)")
-        axes.set_ylabel("mean F1")
+        axes.set_ylabel("mean F1 (%)")
         axes.set_title(_text(curve.setting.test), fontsize=9)
     panels[-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return figure
@@ -115,19 +116,19 @@ def noise_figure(curves: list[NoiseCurve], colours: dict[str, str]) -> Figure:
 def _annotate(axes, values: np.ndarray, threshold: float) -> None:
     for (i, j), value in np.ndenumerate(values):
         if not np.isnan(value):
-            axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+            axes.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7,
                       color="white" if value < threshold else "black")
 
 
 @_styled
 def pose_heatmaps(grid: PoseGrid) -> Figure:
-    """Mean F1 per yaw x pitch bin, one panel per method, on one colour scale."""
-    values = np.stack(list(grid.methods.values()))
+    """Mean F1 (%) per yaw x pitch bin, one panel per method, on one colour scale."""
+    values = 100 * np.stack(list(grid.methods.values()))
     low, high = float(np.nanmin(values)), float(np.nanmax(values))
     figure = Figure(figsize=(0.5 * len(grid.yaws) * len(grid.methods) + 1.6, 0.45 * len(grid.pitches) + 1.2),
                     layout="constrained")
     panels = figure.subplots(1, len(grid.methods), squeeze=False)[0]
-    for axes, (method, scores) in zip(panels, grid.methods.items()):
+    for axes, method, scores in zip(panels, grid.methods, values):
         image = axes.imshow(scores, cmap="viridis", vmin=low, vmax=high)
         _annotate(axes, scores, (low + high) / 2)
         axes.set_xticks(range(len(grid.yaws)), [f"{yaw:+d}" for yaw in grid.yaws])
@@ -136,7 +137,7 @@ def pose_heatmaps(grid: PoseGrid) -> Figure:
         axes.set_title(_text(method), fontsize=9)
         axes.grid(False)
     panels[0].set_ylabel("pitch (°)")
-    figure.colorbar(image, ax=list(panels), label="mean F1", shrink=0.9)
+    figure.colorbar(image, ax=list(panels), label="mean F1 (%)", shrink=0.9)
     return figure
 
 
