@@ -16,6 +16,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from aunce_bench.paths import default_cache_root
@@ -61,22 +62,35 @@ def method_colours(methods: list[str]) -> dict[str, str]:
 def svg(figure: Figure) -> str:
     """The figure as an <svg> element to inline in HTML (no XML prolog; scales with its container)."""
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    figure.savefig(buffer, format="svg")
     text = buffer.getvalue()
     return text[text.index("<svg"):]
 
 
 @_styled
 def save_png(figure: Figure, path: Path) -> Path:
-    figure.savefig(path, format="png", dpi=150, bbox_inches="tight")
+    figure.savefig(path, format="png", dpi=150)
     return path
+
+
+def _legend_right(figure: Figure, panels: list, left: float = 0.65, gap: float = 0.7, bottom: float = 0.55,
+                  top: float = 0.35) -> None:
+    """Lay out a row of panels with margins in inches and the legend right of the last panel, widening the
+    figure by the legend's measured width (a measure, not a draw: half the cost of bbox_inches="tight")."""
+    legend = panels[-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    legend_width = legend.get_window_extent(FigureCanvasAgg(figure).get_renderer()).width / figure.dpi + 0.1
+    width, height = figure.get_size_inches()
+    figure.set_size_inches(width + legend_width, height)
+    panel = (width - left - gap * (len(panels) - 1)) / len(panels)
+    figure.subplots_adjust(left=left / (width + legend_width), right=width / (width + legend_width),
+                           bottom=bottom / height, top=1 - top / height, wspace=gap / panel)
 
 
 @_styled
 def per_au_bars(board: Leaderboard, colours: dict[str, str]) -> Figure:
     """Grouped bars: F1 per AU, one bar per measured method; chance F1 per AU as a dashed tick."""
     aus, rows = board.aus, board.rows
-    figure = Figure(figsize=(min(11.0, 2.5 + 0.1 * len(aus) * (len(rows) + 1)), 2.6))
+    figure = Figure(figsize=(min(10.0, 1.2 + 0.1 * len(aus) * (len(rows) + 1)), 2.6))
     axes = figure.subplots()
     x = np.arange(len(aus))
     width = 0.8 / len(rows)
@@ -90,14 +104,14 @@ def per_au_bars(board: Leaderboard, colours: dict[str, str]) -> Figure:
     axes.set_xticks(x, aus)
     axes.set_ylim(0, 100)
     axes.set_ylabel("F1 (%)")
-    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _legend_right(figure, [axes], bottom=0.35, top=0.15)
     return figure
 
 
 @_styled
 def noise_figure(curves: list[NoiseCurve], colours: dict[str, str]) -> Figure:
     """Mean F1 (± std over folds and seeds) against the noise rate, one panel per test set."""
-    figure = Figure(figsize=(3.6 * len(curves) + 1.6, 2.9))
+    figure = Figure(figsize=(3.7 * len(curves), 2.9))
     panels = figure.subplots(1, len(curves), squeeze=False)[0]
     for axes, curve in zip(panels, curves):
         for method, stats in curve.points.items():
@@ -109,7 +123,7 @@ def noise_figure(curves: list[NoiseCurve], colours: dict[str, str]) -> Figure:
         axes.set_xlabel(f"{_text(curve.kind)} noise rate (training labels)")
         axes.set_ylabel("mean F1 (%)")
         axes.set_title(_text(curve.setting.test), fontsize=9)
-    panels[-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _legend_right(figure, list(panels))
     return figure
 
 
