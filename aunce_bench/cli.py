@@ -7,6 +7,7 @@ exit with status 2, without a traceback.
 from __future__ import annotations
 
 import os
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,7 +72,8 @@ def synth(
     gallery_only: Annotated[bool, typer.Option(help="write the gallery without generating the dataset")] = False,
 ) -> None:
     """Generate a SynthAU dataset (a FrameIndex on disk) and optionally a gallery PNG."""
-    from aunce_bench.data.synth.generate import SynthConfig, check_writable, load_or_generate
+    from aunce_bench.data.synth.generate import SynthConfig, load_or_generate
+    from aunce_bench.paths import check_writable
 
     with _user_errors():
         config = SynthConfig(profile=profile, subjects=subjects, sequences_per_subject=sequences,
@@ -148,9 +150,8 @@ def run(
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
 ) -> None:
     """Run a method on a protocol, fold by fold and seed by seed, and store the results."""
-    from aunce_bench.launch import execute
+    from aunce_bench.console import print_run_summary
     from aunce_bench.protocols import parse_noise, plan_runs
-    from aunce_bench.console import RichProgress, print_run_summary
     from aunce_bench.results import ResultStore
     from aunce_bench.specs import BUDGETS, load_method, load_protocol
 
@@ -165,16 +166,27 @@ def run(
         budget = budget or protocol_spec.default_budget
         runs = plan_runs(method_spec, protocol_spec, budget, _int_list(folds, "--folds"),
                          _int_list(seeds, "--seeds") or [0], parse_noise(noise), data_root, selection)
-        store = ResultStore(_db_path(db))
-        with RichProgress(console, total_runs=len(runs)) as progress:
-            outcomes = execute(runs, store, torch_device, progress,
-                               on_skip=lambda r: console.print(f"already done, skipping: {r.fold_name} seed {r.seed} "
-                                                               f"({r.run_id})"), root=data_root)
+        outcomes = _execute(runs, ResultStore(_db_path(db)), torch_device, data_root)
         print_run_summary(console, method_spec.name, protocol_spec.name, budget, outcomes)
-        failed = [o for o in outcomes if o.status == "failed"]
-        if failed:
-            typer.echo(f"error: {len(failed)} run(s) failed: {failed[0].error}", err=True)
-            raise typer.Exit(1)
+        _exit_if_failed(outcomes)
+
+
+def _execute(runs, store, device, data_root):
+    """Run what is not done yet, with progress bars; runs already done are skipped and said so."""
+    from aunce_bench.console import RichProgress
+    from aunce_bench.launch import execute
+
+    with RichProgress(console, total_runs=len(runs)) as progress:
+        return execute(runs, store, device, progress,
+                       on_skip=lambda r: console.print(f"already done, skipping: {r.method.name} {r.fold_name} "
+                                                       f"seed {r.seed} noise {r.noise} ({r.run_id})"), root=data_root)
+
+
+def _exit_if_failed(outcomes) -> None:
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        typer.echo(f"error: {len(failed)} run(s) failed: {failed[0].error}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -247,24 +259,153 @@ def _torch_device(name: str):
     return torch.device(name)
 
 
+def _stored(db: Optional[Path]) -> Path:
+    """The result database to read: it must exist (reading never creates one)."""
+    path = _db_path(db)
+    if not path.is_file():
+        raise UserError(f"no result database at {path}; run 'aunce-bench run' first or pass --db")
+    return path
+
+
 @app.command()
 def results(
     db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
     format: Annotated[str, typer.Option(help="json, csv or md")] = "json",
     method: Annotated[Optional[str], typer.Option(help="only this method")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="only this protocol")] = None,
+    leaderboard: Annotated[bool, typer.Option("--leaderboard", help="aggregated leaderboards (as `report`) "
+                                              "instead of one row per run")] = False,
 ) -> None:
-    """Print stored runs (one object per run) as JSON, CSV or Markdown."""
-    from aunce_bench.report.exports import format_runs
+    """Print stored runs (one object per run), or the aggregated leaderboards, as JSON, CSV or Markdown."""
+    from aunce_bench.report.aggregate import leaderboards
+    from aunce_bench.report.exports import format_leaderboards, format_runs
     from aunce_bench.results import ResultStore
 
     with _user_errors():
         if format not in ("json", "csv", "md"):
             raise UserError(f"invalid --format: '{format}'; choose json, csv or md")
-        path = _db_path(db)
-        if not path.is_file():
-            raise UserError(f"no result database at {path}; run 'aunce-bench run' first or pass --db")
-        typer.echo(format_runs(ResultStore(path).runs(method=method, protocol=protocol), format))
+        with ResultStore(_stored(db)) as store:
+            runs = store.runs(method=method, protocol=protocol)
+            if leaderboard:
+                typer.echo(format_leaderboards(leaderboards(runs, store), format))
+            else:
+                typer.echo(format_runs(runs, format))
+
+
+@app.command()
+def report(
+    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    out: Annotated[Path, typer.Option(help="output folder: index.html and leaderboard exports")] = Path("reports"),
+    resamples: Annotated[int, typer.Option(help="bootstrap resamples of the significance column")] = 1000,
+) -> None:
+    """Write the HTML report (leaderboards, noise curves, pose, cross-dataset, labels, provenance) and exports."""
+    from aunce_bench.paths import check_writable
+    from aunce_bench.report.build import build_report
+
+    with _user_errors():
+        if resamples < 100:
+            raise UserError(f"invalid --resamples: {resamples}; use at least 100")
+        path = _stored(db)
+        check_writable(out)
+        started = time.perf_counter()
+        index = build_report(path, out, resamples)
+        console.print(f"report: {index} ({time.perf_counter() - started:.1f} s)")
+
+
+def _levels(text: str) -> list[float]:
+    """Noise rates from "0,0.1,0.2": sorted, distinct, each in [0, 1); 0 (the clean run) is always included."""
+    try:
+        levels = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        levels = []
+    if not levels:
+        raise UserError(f"invalid --levels: expected comma-separated rates like 0,0.1,0.2, got '{text}'")
+    outside = [level for level in levels if not 0.0 <= level < 1.0]
+    if outside:
+        raise UserError(f"invalid --levels: rate {outside[0]:g} is outside [0, 1)")
+    if max(levels) == 0.0:
+        raise UserError("invalid --levels: give at least one rate above 0, e.g. 0,0.2")
+    return sorted(set(levels) | {0.0})
+
+
+@app.command("noise-curve")
+def noise_curve(
+    methods: Annotated[str, typer.Option(help="comma-separated method names or YAML paths, e.g. aunce,wce")],
+    protocol: Annotated[str, typer.Option(help="protocol name or path to a protocol YAML")],
+    noise_type: Annotated[str, typer.Option(help="label-noise model, e.g. symmetric or missing_positive")],
+    levels: Annotated[str, typer.Option(help="noise rates in [0, 1); 0 is the clean run")] = "0,0.1,0.2,0.4",
+    quick: Annotated[bool, typer.Option("--quick", help="use the protocol's quick budget (smoke test)")] = False,
+    budget: Annotated[Optional[str], typer.Option(
+        help="quick, standard or full (default: standard, or full where the protocol has no standard)")] = None,
+    folds: Annotated[Optional[str], typer.Option(help="folds to run, e.g. 1,2 (default: all)")] = None,
+    seeds: Annotated[str, typer.Option(help="seeds, e.g. 0,1")] = "0",
+    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    out: Annotated[Path, typer.Option(help="output folder of the plot (PNG) and table (HTML)")] = Path("reports"),
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
+) -> None:
+    """Run methods at several label-noise rates (reusing stored runs), then plot and tabulate mean F1 per rate."""
+    from aunce_bench.data.noise import CLEAN, NOISE_MODELS, NoiseSpec
+    from aunce_bench.paths import check_writable
+    from aunce_bench.protocols import plan_runs
+    from aunce_bench.report.aggregate import noise_curves
+    from aunce_bench.report.build import noise_page
+    from aunce_bench.report import plots
+    from aunce_bench.results import ResultStore
+    from aunce_bench.specs import BUDGETS, load_method, load_protocol
+
+    with _user_errors():
+        budget = "quick" if quick else budget
+        if budget is not None and budget not in BUDGETS:
+            raise UserError(f"invalid --budget: '{budget}'; choose one of: {', '.join(BUDGETS)}")
+        if noise_type not in NOISE_MODELS:
+            raise UserError(f"invalid --noise-type: unknown noise type '{noise_type}'; known: "
+                            f"{', '.join(NOISE_MODELS)}")
+        rates = _levels(levels)
+        method_specs = [load_method(name.strip()) for name in methods.split(",") if name.strip()]
+        if not method_specs:
+            raise UserError("invalid --methods: name at least one method, e.g. aunce,wce")
+        protocol_spec = load_protocol(protocol)
+        budget = budget or protocol_spec.default_budget
+        torch_device = _torch_device(device)
+        check_writable(out)
+        fold_list, seed_list = _int_list(folds, "--folds"), _int_list(seeds, "--seeds") or [0]
+        runs = [run for method_spec in method_specs for rate in rates
+                for run in plan_runs(method_spec, protocol_spec, budget, fold_list, seed_list,
+                                     NoiseSpec(CLEAN, 0.0) if rate == 0 else NoiseSpec(noise_type, rate), data_root)]
+        store = ResultStore(_db_path(db))
+        outcomes = _execute(runs, store, torch_device, data_root)
+        planned = {run.run_id for run in runs}
+        curves = noise_curves([run for run in store.runs(protocol=protocol_spec.name) if run["run_id"] in planned])
+        if curves:
+            stem = out / _file_name(f"noise_curve_{protocol_spec.name}_{budget}_{noise_type}")
+            html, figure = noise_page(curves, plots.method_colours([spec.name for spec in method_specs]))
+            stem.with_suffix(".html").write_text(html)
+            plots.save_png(figure, stem.with_suffix(".png"))
+            for curve in curves:
+                console.print(_noise_table(curve))
+            console.print(f"wrote {stem.with_suffix('.html')} and {stem.with_suffix('.png')}")
+        _exit_if_failed(outcomes)
+
+
+def _file_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def _noise_table(curve) -> Table:
+    """Mean F1 ± std per method and rate, and the drop from the clean run (a rich table)."""
+    table = Table(title=f"mean F1 under {curve.kind} training-label noise: {curve.setting.title}")
+    table.add_column("method")
+    for level in curve.levels:
+        table.add_column("clean" if level == 0 else f"{level:g}", justify="right")
+    for level in curve.levels[1:]:
+        table.add_column(f"drop {level:g}", justify="right")
+    for method, stats in curve.points.items():
+        cells = ["–" if s.mean is None else f"{s.mean:.3f}" + (f" ± {s.std:.3f}" if s.std is not None else "")
+                 for s in stats]
+        drops = [curve.drop(method, i) for i in range(1, len(curve.levels))]
+        table.add_row(method, *cells, *(f"{d:+.3f}" if d is not None else "–" for d in drops))
+    return table
 
 
 @app.command("list")
@@ -291,3 +432,7 @@ def list_components(
         else:
             raise UserError(f"invalid argument '{what}': choose methods, protocols or datasets")
         console.print(table)
+
+
+if __name__ == "__main__":
+    app()

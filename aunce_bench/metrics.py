@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 MISSING_LABEL = -1
 DEFAULT_THRESHOLD = 0.5
@@ -56,6 +55,8 @@ def _ratio(numerator: int, denominator: int) -> float:
 
 
 def _one_au(scores: np.ndarray, truth: np.ndarray, threshold: float) -> AUMetrics:
+    from sklearn.metrics import roc_auc_score  # imported on first use: it takes a second, reports never need it
+
     valid = truth != MISSING_LABEL
     scores, truth = scores[valid], truth[valid] == 1
     predicted = scores >= threshold
@@ -94,6 +95,11 @@ def mean_f1(metrics: dict[str, AUMetrics]) -> float:
     return float(np.mean([m.f1 for m in metrics.values()]))
 
 
+def chance_au_f1(positive_rate: float) -> float:
+    """F1 of predicting an AU present on every frame, given the share p of frames where it is: 2p / (1 + p)."""
+    return 2 * positive_rate / (1 + positive_rate)
+
+
 def chance_f1(labels: np.ndarray, au_names: Sequence[str]) -> float:
     """Mean F1 of predicting every AU present on every frame: per AU 2p / (1 + p), p the valid positive rate."""
     labels = np.asarray(labels)
@@ -103,7 +109,7 @@ def chance_f1(labels: np.ndarray, au_names: Sequence[str]) -> float:
     for k in range(labels.shape[1]):
         valid = labels[:, k] != MISSING_LABEL
         p = float(np.mean(labels[valid, k] == 1)) if valid.any() else 0.0
-        scores.append(2 * p / (1 + p))
+        scores.append(chance_au_f1(p))
     return float(np.mean(scores))
 
 

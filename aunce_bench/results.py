@@ -400,6 +400,17 @@ class ResultStore:
         ).fetchall()
         return {row["au"]: {name: row[name] for name in METRIC_FIELDS} for row in rows}
 
+    def positive_rates(self) -> dict[str, dict[str, float | None]]:
+        """run_id -> AU -> share of the valid test frames where the AU is present (group "all")."""
+        rows = self._conn.execute(
+            "SELECT run_id, au, support, positives FROM au_metrics WHERE grp = 'all' ORDER BY rowid"
+        ).fetchall()
+        rates: dict[str, dict[str, float | None]] = {}
+        for row in rows:
+            support = row["support"]
+            rates.setdefault(row["run_id"], {})[row["au"]] = row["positives"] / support if support else None
+        return rates
+
     def predictions(self, run_id: str) -> pa.Table:
         """The run's per-frame predictions as stored by finish_run."""
         path = self._prediction_path(run_id)

@@ -25,7 +25,7 @@ from aunce_bench.data.faces import OUTPUT_SIZE, cascades, process_unit
 from aunce_bench.data.formats import get_format
 from aunce_bench.data.formats.common import Scan
 from aunce_bench.data.index import FrameIndex, frame_features, is_complete
-from aunce_bench.data.synth.generate import check_writable
+from aunce_bench.paths import check_writable
 from aunce_bench.data.workers import process_pool
 from aunce_bench.errors import UserError
 

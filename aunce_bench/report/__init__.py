@@ -1,1 +1,2 @@
-"""Turning stored runs into tables: exports now; leaderboards, plots and HTML reports build on them."""
+"""Stored runs -> reports: aggregate (leaderboards, curves, grids) -> bootstrap (significance) -> plots
+(matplotlib SVG) -> build (jinja2 HTML); exports writes the same aggregates as JSON, CSV and Markdown."""

@@ -1,10 +1,12 @@
-"""Stored runs as JSON (the DESIGN.md s4 schema), CSV or Markdown, one row per run."""
+"""Stored runs as JSON (the DESIGN.md s4 schema), CSV or Markdown, one row per run; leaderboards likewise."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+
+from aunce_bench.report.aggregate import Leaderboard
 
 _SCALARS = ("run_id", "method", "protocol", "dataset", "budget", "fold", "seed", "noise", "status", "mean_f1",
             "chance_f1", "wall_s")
@@ -31,6 +33,7 @@ def _cell(value) -> str:
 
 
 def format_runs(runs: list[dict], fmt: str) -> str:
+    """Runs as JSON (a list of the stored dicts), CSV or Markdown (one row per run, an F1 column per AU)."""
     if fmt == "json":
         return json.dumps(runs, indent=2, allow_nan=False)
     header, rows = _rows(runs)
@@ -40,6 +43,54 @@ def format_runs(runs: list[dict], fmt: str) -> str:
         writer.writerow(header)
         writer.writerows([[_cell(v) for v in row] for row in rows])
         return out.getvalue().rstrip("\n")
+    return "\n".join(_markdown(header, [dict(zip(header, row)) for row in rows]))
+
+
+_BOARD_FIELDS = ("protocol", "budget", "test", "kind", "rank", "method", "source", "runs", "mean_f1", "std_f1",
+                 "difference_to_best", "ci_low", "ci_high", "measured_minus_reported")
+
+
+def _board_rows(board: Leaderboard) -> list[dict]:
+    """Measured rows (ranked), then the chance row and reported rows (no rank), for CSV and Markdown."""
+    setting = {"protocol": board.setting.protocol, "budget": board.setting.budget, "test": board.setting.test}
+    rows = []
+    for row in board.rows:
+        interval = row.significance
+        rows.append({**setting, "kind": "measured", "rank": row.rank, "method": row.method, "runs": row.f1.n,
+                     "mean_f1": row.f1.mean, "std_f1": row.f1.std,
+                     **({"difference_to_best": interval.difference, "ci_low": interval.low, "ci_high": interval.high}
+                        if interval else {}),
+                     **{f"f1_{au}": row.per_au.get(au) for au in board.aus}})
+    rows.append({**setting, "kind": "chance", "method": "chance (all-positive)", "mean_f1": board.chance["mean"],
+                 **{f"f1_{au}": board.chance.get(au) for au in board.aus}})
+    for reported in board.reported:
+        rows.append({**setting, "kind": "reported", "method": reported.method, "source": reported.source,
+                     "mean_f1": reported.mean, "measured_minus_reported": reported.difference,
+                     **{f"f1_{au}": reported.per_au.get(au) for au in board.aus}})
+    return rows
+
+
+def _markdown(header: list[str], rows: list[dict]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return lines + ["| " + " | ".join(_cell(row.get(name)).replace("|", "\\|") for name in header) + " |"
+                    for row in rows]
+
+
+def format_leaderboards(boards: list[Leaderboard], fmt: str) -> str:
+    """Leaderboards as JSON (a list of boards), CSV (one table; F1 columns of every board's AUs) or Markdown
+    (one section per board)."""
+    if fmt == "json":
+        return json.dumps([board.to_dict() for board in boards], indent=2, allow_nan=False)
+    if fmt == "csv":
+        aus = _au_columns([{"per_au_f1": dict.fromkeys(board.aus)} for board in boards])
+        header = [*_BOARD_FIELDS, *(f"f1_{au}" for au in aus)]
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([[_cell(row.get(name)) for name in header] for board in boards for row in _board_rows(board)])
+        return out.getvalue().rstrip("\n")
+    sections = []
+    for board in boards:
+        header = [*_BOARD_FIELDS[3:], *(f"f1_{au}" for au in board.aus)]  # the setting is the section title
+        sections.append("\n".join([f"## {board.setting.title}", "", *_markdown(header, _board_rows(board))]))
+    return "\n\n".join(sections)

@@ -29,6 +29,7 @@ from aunce_bench.data.synth.profiles import PROFILES, Profile
 from aunce_bench.data.synth.render import Pose, encode_jpeg, render_face
 from aunce_bench.data.workers import process_pool
 from aunce_bench.errors import UserError
+from aunce_bench.paths import check_writable, default_cache_root
 
 # Bump when a change to the face model, renderer or label process changes generated data.
 GENERATOR_VERSION = 1
@@ -218,25 +219,8 @@ def generate(config: SynthConfig, workers: int | None = None,
     return FrameIndex(frames, profile.labels.labelled_aus, RENDERED_AUS, profile.dataset_name, metadata)
 
 
-def default_cache_root() -> Path:
-    return Path(os.environ.get("AUNCE_BENCH_CACHE", Path.home() / ".cache" / "aunce_bench"))
-
-
 def default_output(config: SynthConfig) -> Path:
     return default_cache_root() / "synth" / f"{config.profile}-{config.content_hash()[:16]}"
-
-
-def check_writable(folder: Path) -> None:
-    """Fail early, with one line, when `folder` cannot be created or written."""
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"cannot write to {folder}: it is a file, not a folder; choose a writable output folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(f"cannot write to {folder}: {error.strerror or error}; choose a writable output folder")
 
 
 def load_or_generate(config: SynthConfig, out: Path | None = None, workers: int | None = None,

@@ -1,0 +1,446 @@
+"""Stored runs -> leaderboards, noise curves, pose grids, cross-dataset rows and label statistics.
+
+The one aggregation code path: `aunce-bench results --leaderboard`, `report` and `noise-curve` take their
+numbers from here. Only done runs count. A `Setting` is what makes runs comparable: one protocol, budget and
+test set (a k-fold protocol's folds together; each direction of a cross-dataset protocol on its own, never
+averaged). Leaderboards hold clean runs (noise "none"); noise curves add the noisy ones. F1 values are
+fractions in [0, 1]; paper numbers, reported in percent, are divided by 100.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from aunce_bench.data.noise import CLEAN, NoiseSpec
+from aunce_bench.errors import UserError
+from aunce_bench.metrics import MISSING_LABEL, chance_au_f1, summarise
+from aunce_bench.report.bootstrap import RESAMPLES, Interval, paired_difference, subject_counts
+from aunce_bench.results import ResultStore
+from aunce_bench.specs import PaperReference, list_methods, list_protocols, load_method, load_protocol
+
+POSE_GROUP = re.compile(r"pose:yaw([+-]?\d+)_pitch([+-]?\d+)")
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _data_name(config: dict) -> str:
+    return str(config.get("dataset") or config.get("profile"))
+
+
+def is_synthetic(config: dict) -> bool:
+    """Whether a run's data settings describe SynthAU (rather than a prepared real dataset)."""
+    return config.get("source", "synth") == "synth"
+
+
+def dataset_label(config: dict) -> str:
+    """How a run's train or test data is named in reports, e.g. "SynthAU bp4d"."""
+    return f"SynthAU {_data_name(config)}" if is_synthetic(config) else _data_name(config)
+
+
+@dataclass(frozen=True, order=True)
+class Setting:
+    """Comparable runs: protocol, budget and test set (the test dataset, or a cross-dataset direction)."""
+
+    protocol: str
+    budget: str
+    test: str
+    cross: bool
+
+    @classmethod
+    def of(cls, run: dict) -> Setting:
+        spec = run["spec"]
+        train, test = dataset_label(spec["train_data"]), dataset_label(spec["test_data"])
+        cross = train != test
+        return cls(run["protocol"], str(run["budget"]), spec["fold_name"] if cross else test, cross)
+
+    @property
+    def title(self) -> str:
+        return f"{self.protocol} · {self.budget} · {self.test}"
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample std over runs (folds x seeds) and their number; None where undefined (std of one run)."""
+
+    mean: float | None
+    std: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: Iterable[float | None]) -> Stat:
+        kept = [v for v in values if v is not None and not math.isnan(v)]
+        mean, std = summarise(kept)
+        return cls(_none_if_nan(mean), _none_if_nan(std) if len(kept) > 1 else None, len(kept))
+
+
+@dataclass
+class MethodRow:
+    """One measured method on a leaderboard."""
+
+    method: str
+    run_ids: list[str]
+    f1: Stat
+    per_au: dict[str, float | None]
+    rank: int = 0
+    significance: Interval | None = None  # difference to the best method; None for the best itself
+
+
+@dataclass(frozen=True)
+class ReportedRow:
+    """A paper's number (never ranked); `difference` = measured - reported where the setting is the same."""
+
+    method: str
+    source: str
+    per_au: dict[str, float | None]
+    mean: float
+    difference: float | None
+
+
+@dataclass
+class Leaderboard:
+    setting: Setting
+    aus: list[str]
+    decision_threshold: float
+    rows: list[MethodRow]
+    chance: dict[str, float | None]  # AU -> chance F1, and "mean"
+    reference: PaperReference | None = None
+    reported: list[ReportedRow] = field(default_factory=list)
+
+    def best(self, column: str) -> float | None:
+        """The highest measured value of a column ("mean" or an AU)."""
+        values = [row.f1.mean if column == "mean" else row.per_au.get(column) for row in self.rows]
+        values = [v for v in values if v is not None]
+        return max(values) if values else None
+
+    def to_dict(self) -> dict:
+        """Plain JSON: the leaderboard exports and the data embedded in the HTML report."""
+        def interval(value: Interval | None) -> dict | None:
+            return None if value is None else {"difference": value.difference, "low": value.low, "high": value.high,
+                                               "pairs": value.pairs, "significant": value.significant}
+
+        return {
+            "protocol": self.setting.protocol, "budget": self.setting.budget, "test": self.setting.test,
+            "cross_dataset": self.setting.cross, "aus": self.aus, "decision_threshold": self.decision_threshold,
+            "rows": [{"rank": row.rank, "method": row.method, "runs": row.f1.n, "mean_f1": row.f1.mean,
+                      "std_f1": row.f1.std, "per_au_f1": row.per_au, "difference_to_best": interval(row.significance),
+                      "run_ids": row.run_ids} for row in self.rows],
+            "chance": {"mean_f1": self.chance["mean"], "per_au_f1": {au: self.chance.get(au) for au in self.aus}},
+            "reported": [{"method": r.method, "source": r.source, "mean_f1": r.mean, "per_au_f1": r.per_au,
+                          "measured_minus_reported": r.difference} for r in self.reported],
+            "reference_dataset": self.reference.dataset if self.reference else None,
+            "same_setting": bool(self.reference and self.reference.same_setting),
+        }
+
+
+def _by(runs: Iterable[dict], key: Callable[[dict], object]) -> dict:
+    groups: dict = defaultdict(list)
+    for run in runs:
+        groups[key(run)].append(run)
+    return dict(groups)
+
+
+def _aus(runs: list[dict]) -> list[str]:
+    aus: list[str] = []
+    for run in runs:
+        aus += [au for au in run["per_au_f1"] if au not in aus]
+    return aus
+
+
+def _test_sets(runs: list[dict]) -> list[dict]:
+    """One run per distinct test set (fold and data), in the order met."""
+    return list({(run["spec"]["fold_name"], run["spec"]["data_fingerprint"]): run for run in reversed(runs)}
+                .values())[::-1]
+
+
+def _chance(runs: list[dict], aus: list[str], rates: dict[str, dict[str, float | None]]) -> dict[str, float | None]:
+    """Chance F1 (every AU predicted present) per AU and overall, averaged over the distinct test sets."""
+    tests = _test_sets(runs)
+    chance: dict[str, float | None] = {}
+    for au in aus:
+        per_test = [rates.get(run["run_id"], {}).get(au) for run in tests]
+        chance[au] = Stat.of(chance_au_f1(rate) for rate in per_test if rate is not None).mean
+    chance["mean"] = Stat.of(run["chance_f1"] for run in tests).mean
+    return chance
+
+
+def _paper_reference(protocol: str) -> PaperReference | None:
+    return load_protocol(protocol).reference if protocol in list_protocols() else None
+
+
+def _reported_entries(runs: list[dict]) -> list[tuple[str, dict]]:
+    """(method, reported entry) from the stored specs, then from methods/*.yaml for methods not stored."""
+    entries: dict[tuple, tuple[str, dict]] = {}
+    for run in runs:
+        for entry in run["spec"]["method"].get("reported", []):
+            entries.setdefault((run["method"], entry["dataset"], entry["source"]), (run["method"], entry))
+    stored = {run["method"] for run in runs}
+    for name in list_methods():
+        method = load_method(name)
+        if method.name not in stored:
+            for entry in method.reported:
+                entries.setdefault((method.name, entry.dataset, entry.source), (method.name, entry.model_dump()))
+    return list(entries.values())
+
+
+def _reported_rows(reference: PaperReference | None, entries: list[tuple[str, dict]], rows: list[MethodRow],
+                   aus: list[str]) -> list[ReportedRow]:
+    if reference is None:
+        return []
+    measured = {row.method: row.f1.mean for row in rows}
+    result = []
+    for method, entry in entries:
+        if entry["dataset"] != reference.dataset:
+            continue
+        mean = entry["mean"] / 100
+        ours = measured.get(method)
+        difference = ours - mean if reference.same_setting and ours is not None else None
+        per_au = {au: entry["per_au"][au] / 100 if au in entry["per_au"] else None for au in aus}
+        result.append(ReportedRow(method, entry["source"], per_au, mean, difference))
+    return result
+
+
+def _rank(rows: list[MethodRow]) -> list[MethodRow]:
+    """Best mean F1 first; equal means share a rank; rows without a mean come last."""
+    rows = sorted(rows, key=lambda row: (row.f1.mean is None, -(row.f1.mean or 0.0), row.method))
+    means = [row.f1.mean for row in rows if row.f1.mean is not None]
+    for row in rows:
+        row.rank = 1 + (sum(m > row.f1.mean for m in means) if row.f1.mean is not None else len(means))
+    return rows
+
+
+def _predictions(store: ResultStore, run_id: str) -> pa.Table:
+    try:
+        return store.predictions(run_id)
+    except FileNotFoundError as error:
+        raise UserError(f"{error}; reports need the predictions folder {store.predictions_dir.name} beside "
+                        f"{store.path.name}")
+
+
+class _Counts:
+    """Per-subject TP/FP/FN of runs, read from their stored predictions once."""
+
+    def __init__(self, store: ResultStore):
+        self.store, self.cache = store, {}
+
+    def __call__(self, run: dict, aus: list[str], subjects: list[str]) -> np.ndarray:
+        key = (run["run_id"], tuple(aus), tuple(subjects))
+        if key not in self.cache:
+            self.cache[key] = subject_counts(_predictions(self.store, run["run_id"]), aus,
+                                             run["spec"]["decision_threshold"], subjects)
+        return self.cache[key]
+
+
+def _significance(row_runs: list[dict], best_runs: list[dict], aus: list[str], counts: _Counts,
+                  resamples: int) -> Interval | None:
+    """Paired bootstrap of (method - best), runs paired by fold and seed; None without a pair."""
+    best = {(r["spec"]["fold_name"], r["seed"]): r for r in best_runs}
+    folds: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+    for run in row_runs:
+        other = best.get((run["spec"]["fold_name"], run["seed"]))
+        if other is not None:
+            subjects = sorted(set(run["spec"]["test_subjects"]) | set(other["spec"]["test_subjects"]))
+            folds[run["spec"]["fold_name"]].append((counts(run, aus, subjects), counts(other, aus, subjects)))
+    if not folds:
+        return None
+    return paired_difference([folds[name] for name in sorted(folds)], resamples)
+
+
+def leaderboards(runs: list[dict], store: ResultStore, resamples: int = RESAMPLES) -> list[Leaderboard]:
+    """One leaderboard per setting of the clean done runs, rows ranked, with chance, reported rows and the
+    paired bootstrap interval of each method's difference to the best."""
+    clean = [run for run in runs if run["status"] == "done" and run["noise"] == CLEAN]
+    rates = store.positive_rates()
+    counts = _Counts(store)
+    entries = _reported_entries(clean)
+    references = {protocol: _paper_reference(protocol) for protocol in {run["protocol"] for run in clean}}
+    boards = []
+    for setting, board_runs in sorted(_by(clean, Setting.of).items()):
+        aus = _aus(board_runs)
+        by_method = _by(board_runs, lambda run: run["method"])
+        rows = _rank([
+            MethodRow(method, [r["run_id"] for r in method_runs], Stat.of(r["mean_f1"] for r in method_runs),
+                      {au: Stat.of(r["per_au_f1"].get(au) for r in method_runs).mean for au in aus})
+            for method, method_runs in by_method.items()
+        ])
+        for row in rows[1:]:
+            row.significance = _significance(by_method[row.method], by_method[rows[0].method], aus, counts, resamples)
+        reference = references[setting.protocol]
+        boards.append(Leaderboard(
+            setting, aus, board_runs[0]["spec"]["decision_threshold"], rows, _chance(board_runs, aus, rates),
+            reference, _reported_rows(reference, entries, rows, aus),
+        ))
+    return boards
+
+
+# ------------------------------------------------------------------------------------------ noise
+@dataclass
+class NoiseCurve:
+    """Mean F1 per method at each rate of one noise kind; level 0 is the clean run."""
+
+    setting: Setting
+    kind: str
+    levels: list[float]
+    points: dict[str, list[Stat]]  # method -> one Stat per level
+
+    def drop(self, method: str, level: int) -> float | None:
+        """Clean mean F1 minus the mean F1 at `levels[level]`."""
+        clean, noisy = self.points[method][0].mean, self.points[method][level].mean
+        return None if clean is None or noisy is None else clean - noisy
+
+
+def noise_curves(runs: list[dict]) -> list[NoiseCurve]:
+    """One curve set per setting and noise kind that has noisy done runs."""
+    curves = []
+    done = [run for run in runs if run["status"] == "done"]
+    for setting, setting_runs in sorted(_by(done, Setting.of).items()):
+        parsed = [(NoiseSpec.parse(run["noise"]), run) for run in setting_runs]
+        for kind in sorted({noise.kind for noise, _ in parsed if not noise.is_clean}):
+            chosen = [(0.0 if noise.is_clean else noise.rate, run) for noise, run in parsed
+                      if noise.is_clean or noise.kind == kind]
+            levels = sorted({0.0} | {level for level, _ in chosen})
+            methods = sorted({run["method"] for _, run in chosen})
+            points = {method: [Stat.of(run["mean_f1"] for level, run in chosen
+                                       if run["method"] == method and level == at) for at in levels]
+                      for method in methods}
+            curves.append(NoiseCurve(setting, kind, levels, points))
+    return curves
+
+
+# ------------------------------------------------------------------------------------------- pose
+@dataclass
+class PoseGrid:
+    """Mean F1 (over AUs, then runs) per yaw x pitch bin, per method: arrays [pitches, yaws], NaN if absent."""
+
+    setting: Setting
+    yaws: list[int]
+    pitches: list[int]
+    methods: dict[str, np.ndarray]
+
+
+def pose_grids(runs: list[dict]) -> list[PoseGrid]:
+    """One grid per setting whose clean done runs store per-pose-bin metrics (groups "pose:yaw.._pitch..")."""
+    grids = []
+    clean = [run for run in runs if run["status"] == "done" and run["noise"] == CLEAN]
+    for setting, setting_runs in sorted(_by(clean, Setting.of).items()):
+        scores: dict[str, dict[tuple[int, int], list[float]]] = defaultdict(lambda: defaultdict(list))
+        for run in setting_runs:
+            for group, per_au in run["groups"].items():
+                match = POSE_GROUP.fullmatch(group)
+                values = [v for v in per_au.values() if v is not None]
+                if match and values:
+                    scores[run["method"]][(int(match[1]), int(match[2]))].append(float(np.mean(values)))
+        if not scores:
+            continue
+        bins = {key for per_bin in scores.values() for key in per_bin}
+        yaws, pitches = sorted({yaw for yaw, _ in bins}), sorted({pitch for _, pitch in bins}, reverse=True)
+        methods = {method: np.array([[np.mean(per_bin[(yaw, pitch)]) if per_bin.get((yaw, pitch)) else np.nan
+                                      for yaw in yaws] for pitch in pitches])
+                   for method, per_bin in sorted(scores.items())}
+        grids.append(PoseGrid(setting, yaws, pitches, methods))
+    return grids
+
+
+# ---------------------------------------------------------------------------------- cross-dataset
+@dataclass(frozen=True)
+class CrossRow:
+    """A method on one cross-dataset direction, next to its in-domain score on the target dataset (same
+    AUs, from a k-fold protocol on that dataset) when such runs are stored."""
+
+    setting: Setting
+    method: str
+    aus: list[str]
+    cross: Stat
+    in_domain: Stat | None
+    in_domain_protocol: str | None
+
+    @property
+    def drop(self) -> float | None:
+        if self.in_domain is None or self.in_domain.mean is None or self.cross.mean is None:
+            return None
+        return self.in_domain.mean - self.cross.mean
+
+
+def _mean_over(run: dict, aus: list[str]) -> float | None:
+    values = [run["per_au_f1"].get(au) for au in aus]
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def cross_dataset(runs: list[dict]) -> list[CrossRow]:
+    clean = [run for run in runs if run["status"] == "done" and run["noise"] == CLEAN]
+    settings = _by(clean, Setting.of)
+    rows = []
+    for setting, setting_runs in sorted(settings.items()):
+        if not setting.cross:
+            continue
+        for method, method_runs in sorted(_by(setting_runs, lambda run: run["method"]).items()):
+            aus = _aus(method_runs)
+            target = dataset_label(method_runs[0]["spec"]["test_data"])
+            candidates = {
+                other.protocol: [r for r in other_runs if r["method"] == method and not r["groups"]
+                                 and _mean_over(r, aus) is not None]
+                for other, other_runs in settings.items()
+                if not other.cross and other.test == target and other.budget == setting.budget
+            }
+            candidates = {protocol: found for protocol, found in candidates.items() if found}
+            protocol = min(candidates, key=lambda name: (-len(candidates[name]), name)) if candidates else None
+            in_domain = Stat.of(_mean_over(r, aus) for r in candidates[protocol]) if protocol else None
+            rows.append(CrossRow(setting, method, aus, Stat.of(_mean_over(r, aus) for r in method_runs), in_domain,
+                                 protocol))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ labels
+@dataclass(frozen=True)
+class LabelStats:
+    """Base rates and pairwise phi of a test dataset's labels, with where they were read."""
+
+    dataset: str
+    source: str
+    frames: int
+    subjects: int
+    aus: list[str]
+    base_rates: list[float | None]
+    phi: np.ndarray  # [K, K], NaN where undefined
+
+
+def _phi(a: np.ndarray, b: np.ndarray) -> float:
+    valid = (a != MISSING_LABEL) & (b != MISSING_LABEL)
+    if not valid.any():
+        return math.nan
+    x, y = a[valid] == 1, b[valid] == 1
+    px, py, pxy = x.mean(), y.mean(), (x & y).mean()
+    denominator = math.sqrt(px * (1 - px) * py * (1 - py))
+    return float((pxy - px * py) / denominator) if denominator > 0 else math.nan
+
+
+def label_stats(runs: list[dict], store: ResultStore) -> list[LabelStats]:
+    """Per test dataset, the stored test labels of one protocol and budget (the one with the most test sets),
+    one run per test set."""
+    result = []
+    done = [run for run in runs if run["status"] == "done"]
+    for dataset, dataset_runs in sorted(_by(done, lambda run: dataset_label(run["spec"]["test_data"])).items()):
+        groups = _by(dataset_runs, lambda run: (run["protocol"], str(run["budget"])))
+        chosen = min(groups, key=lambda key: (-len(_test_sets(groups[key])), key))
+        tests = _test_sets(groups[chosen])
+        aus = _aus(tests)
+        tables = [_predictions(store, run["run_id"]) for run in tests]
+        labels = np.concatenate([
+            np.stack([table.column(f"label_{au}").to_numpy() if f"label_{au}" in table.column_names
+                      else np.full(table.num_rows, MISSING_LABEL) for au in aus], axis=1) for table in tables
+        ])
+        subjects = {s for table in tables for s in table.column("subject").to_pylist()}
+        rates = [_none_if_nan(float(np.mean(column[column != MISSING_LABEL] == 1)))
+                 if (column != MISSING_LABEL).any() else None for column in labels.T]
+        phi = np.array([[_phi(labels[:, i], labels[:, j]) for j in range(len(aus))] for i in range(len(aus))])
+        result.append(LabelStats(dataset, f"{chosen[0]} · {chosen[1]}, {len(tests)} test set(s)", len(labels),
+                                 len(subjects), aus, rates, phi))
+    return result

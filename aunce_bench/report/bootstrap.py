@@ -1,0 +1,92 @@
+"""Paired bootstrap over test subjects of a mean-F1 difference, from stored per-frame probabilities.
+
+Frames of one subject are not independent (AUs come in episodes, subjects differ), so the unit resampled is
+the test subject. Per run, `subject_counts` reduces the predictions to TP/FP/FN counts per subject and AU;
+a resample is then a vector of subject multiplicities, and pooled counts are one matrix product, so a
+thousand resamples cost milliseconds. F1 follows the evaluation convention of `aunce_bench.metrics`
+(pooled over the fold, 0 when undefined, missing labels excluded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from aunce_bench.metrics import MISSING_LABEL
+
+RESAMPLES = 1000
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean-F1 difference (a - b), its bootstrap interval, and how many paired runs it rests on."""
+
+    difference: float
+    low: float
+    high: float
+    pairs: int
+
+    @property
+    def significant(self) -> bool:
+        """The interval excludes 0."""
+        return self.low > 0 or self.high < 0
+
+
+def subject_counts(table: pa.Table, aus: Sequence[str], threshold: float, subjects: Sequence[str]) -> np.ndarray:
+    """TP, FP, FN per subject and AU: float array [len(subjects), len(aus), 3], rows in the order of `subjects`.
+
+    `table` holds a run's predictions (columns subject, prob_<AU>, label_<AU>); frames whose label is missing
+    are left out of that AU's counts.
+    """
+    position = {name: i for i, name in enumerate(subjects)}
+    frames = table.column("subject").to_pylist()
+    unknown = set(frames) - position.keys()
+    if unknown:
+        raise ValueError(f"predictions hold subjects outside the test set: {sorted(unknown)[:3]}")
+    index = np.fromiter((position[name] for name in frames), dtype=np.int64, count=len(frames))
+    counts = np.zeros((len(subjects), len(aus), 3))
+    for k, au in enumerate(aus):
+        predicted = table.column(f"prob_{au}").to_numpy() >= threshold
+        label = table.column(f"label_{au}").to_numpy()
+        truth, valid = label == 1, label != MISSING_LABEL
+        for c, hit in enumerate((predicted & truth, predicted & ~truth & valid, ~predicted & truth)):
+            counts[:, k, c] = np.bincount(index, weights=hit, minlength=len(subjects))
+    return counts
+
+
+def mean_f1(weights: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Mean over AUs of the F1 pooled over subjects weighted by `weights` [B, S]: one value per row, [B]."""
+    tp, fp, fn = np.moveaxis(np.einsum("bs,skc->bkc", weights, counts), -1, 0)
+    denominator = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    return f1.mean(axis=-1)
+
+
+def paired_difference(folds: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]], resamples: int = RESAMPLES,
+                      seed: int = 0, level: float = LEVEL) -> Interval:
+    """Bootstrap interval of the mean-F1 difference a - b over paired runs.
+
+    `folds` holds, per fold, the (counts of a, counts of b) of its paired runs (one pair per seed), each
+    [S, K, 3] over the fold's test subjects (`subject_counts`). Each resample draws, fold by fold in the given
+    order, subject multiplicities from one multinomial (S draws with replacement, `numpy.random.default_rng
+    (seed)`) shared by both methods and all pairs of the fold; the score is the mean over AUs, then over the
+    fold's pairs, then over folds. The percentile interval holds `level` of the resampled differences.
+    """
+    if not folds or not all(folds):
+        raise ValueError("paired_difference needs at least one pair of runs in every fold")
+    rng = np.random.default_rng(seed)
+    draws, observed = np.zeros(resamples), 0.0
+    for pairs in folds:
+        n_subjects = pairs[0][0].shape[0]
+        weights = rng.multinomial(n_subjects, np.full(n_subjects, 1.0 / n_subjects), size=resamples).astype(float)
+        everyone = np.ones((1, n_subjects))
+        draws += np.mean([mean_f1(weights, a) - mean_f1(weights, b) for a, b in pairs], axis=0)
+        observed += float(np.mean([mean_f1(everyone, a)[0] - mean_f1(everyone, b)[0] for a, b in pairs]))
+    draws /= len(folds)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return Interval(observed / len(folds), float(low), float(high), sum(len(pairs) for pairs in folds))

@@ -1,0 +1,119 @@
+"""Aggregates and figures -> the self-contained HTML report and the leaderboard exports beside it.
+
+The page inlines its CSS, script and figures (SVG; gallery images as data: PNG), so it opens without a
+network. Templates are rendered by jinja2 with autoescaping: every stored string (method, protocol,
+source, config) is escaped; only the SVG text that matplotlib writes is inserted as markup.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader
+from markupsafe import Markup
+
+from aunce_bench.errors import UserError
+from aunce_bench.report import plots
+from aunce_bench.report.aggregate import (
+    NoiseCurve,
+    cross_dataset,
+    dataset_label,
+    is_synthetic,
+    label_stats,
+    leaderboards,
+    noise_curves,
+    pose_grids,
+)
+from aunce_bench.report.bootstrap import RESAMPLES
+from aunce_bench.report.exports import format_leaderboards
+from aunce_bench.results import ResultStore
+
+EXPORTS = {"json": "leaderboards.json", "csv": "leaderboards.csv", "md": "leaderboards.md"}
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    """An F1 fraction as a percentage, "–" when missing."""
+    return "–" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}"
+
+
+def _signed(value: float | None) -> str:
+    """A difference of fractions in percentage points with its sign (typographic minus)."""
+    return "–" if value is None else f"{100 * value:+.1f}".replace("-", "−")
+
+
+def _num(value: float | None) -> str:
+    """A sort key for a table cell: the value, or empty when missing."""
+    return "" if value is None or math.isnan(value) else repr(float(value))
+
+
+def environment() -> Environment:
+    env = Environment(loader=PackageLoader("aunce_bench.report", "templates"), autoescape=True,
+                      trim_blocks=True, lstrip_blocks=True)
+    env.globals.update(pct=_pct, signed=_signed, num=_num)
+    return env
+
+
+def _inline(figure) -> Markup:
+    return Markup(plots.svg(figure))  # matplotlib escapes the text it writes into the SVG
+
+
+def noise_page(curves: list[NoiseCurve], colours: dict[str, str]) -> tuple[str, object]:
+    """The standalone noise-curve page of one protocol, budget and noise kind, and its figure."""
+    figure = plots.noise_figure(curves, colours)
+    setting = curves[0].setting
+    html = environment().get_template("noise_curve.html.j2").render(
+        protocol=setting.protocol, budget=setting.budget, kind=curves[0].kind, curves=curves, svg=_inline(figure))
+    return html, figure
+
+
+def _galleries(runs: list[dict]) -> list[dict]:
+    """One gallery per synthetic test dataset, from the data settings of a run testing on it."""
+    specs = {dataset_label(run["spec"]["test_data"]): run["spec"] for run in runs
+             if is_synthetic(run["spec"]["test_data"])}
+    return [{"dataset": name, "png": plots.gallery_png(spec["test_data"], spec["data_fingerprint"])}
+            for name, spec in sorted(specs.items())]
+
+
+def _provenance(runs: list[dict]) -> list[tuple[str, list[dict]]]:
+    by_protocol: dict[str, list[dict]] = defaultdict(list)
+    for run in runs:
+        by_protocol[run["protocol"]].append({**run, "config": json.dumps(run["spec"], indent=1, sort_keys=True)})
+    return sorted(by_protocol.items())
+
+
+def build_report(db: Path, out: Path, resamples: int = RESAMPLES) -> Path:
+    """Write `out`/index.html and the leaderboard exports from the done runs of `db`; returns the page."""
+    with ResultStore(db) as store:
+        stored = store.runs()
+        runs = [run for run in stored if run["status"] == "done"]
+        if not runs:
+            raise UserError(f"{db} holds no done runs ({len(stored)} failed or unfinished); run 'aunce-bench run' "
+                            "first or pass another --db")
+        boards = leaderboards(runs, store, resamples)
+        labels = label_stats(runs, store)
+    colours = plots.method_colours([run["method"] for run in runs])
+    noise_groups: dict[tuple, list[NoiseCurve]] = defaultdict(list)
+    for curve in noise_curves(runs):
+        noise_groups[(curve.setting.protocol, curve.setting.budget, curve.kind)].append(curve)
+    page = environment().get_template("report.html.j2").render(
+        db=str(db), n_done=len(runs), n_other=len(stored) - len(runs), resamples=resamples,
+        boards=[{"board": board, "bars": _inline(plots.per_au_bars(board, colours))} for board in boards],
+        noise=[{"protocol": protocol, "budget": budget, "kind": kind, "curves": curves,
+                "svg": _inline(plots.noise_figure(curves, colours))}
+               for (protocol, budget, kind), curves in sorted(noise_groups.items())],
+        pose=[{"grid": grid, "svg": _inline(plots.pose_heatmaps(grid))} for grid in pose_grids(runs)],
+        cross=cross_dataset(runs),
+        labels=[{"stats": stats, "svg": _inline(plots.phi_heatmap(stats))} for stats in labels],
+        galleries=_galleries(runs),
+        provenance=_provenance(runs),
+        data=[board.to_dict() for board in boards],
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    for fmt, name in EXPORTS.items():
+        (out / name).write_text(format_leaderboards(boards, fmt) + "\n")
+    index = out / "index.html"
+    index.write_text(page)
+    return index

@@ -1,0 +1,193 @@
+"""Figures of a report, drawn with matplotlib (no pyplot state) and returned as inline SVG text or saved as PNG.
+F1 is plotted in percent, as the report's tables show it.
+
+SVG text is written as <text> elements (escaped by matplotlib's XML writer), so names in figures stay plain
+text; "$" is escaped so that no name is read as mathtext.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from aunce_bench.paths import default_cache_root
+from aunce_bench.report.aggregate import Leaderboard, LabelStats, NoiseCurve, PoseGrid
+
+STYLE = {
+    "svg.fonttype": "none",
+    "svg.hashsalt": "aunce-bench",  # deterministic element ids
+    "font.family": "sans-serif",
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "axes.axisbelow": True,
+    "grid.alpha": 0.3,
+    "legend.frameon": False,
+}
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22")
+CHANCE_COLOUR = "#222222"
+GALLERY_SHAPE = (2, 6)  # rows, columns of sample faces
+
+
+def _styled(function: Callable) -> Callable:
+    @wraps(function)
+    def styled(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return function(*args, **kwargs)
+
+    return styled
+
+
+def _text(name: str) -> str:
+    return name.replace("$", r"\$")
+
+
+def method_colours(methods: list[str]) -> dict[str, str]:
+    """A stable colour per method name (sorted order), shared by every figure of a report."""
+    return {method: PALETTE[i % len(PALETTE)] for i, method in enumerate(sorted(set(methods)))}
+
+
+@_styled
+def svg(figure: Figure) -> str:
+    """The figure as an <svg> element to inline in HTML (no XML prolog; scales with its container)."""
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg")
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]
+
+
+@_styled
+def save_png(figure: Figure, path: Path) -> Path:
+    figure.savefig(path, format="png", dpi=150)
+    return path
+
+
+def _legend_right(figure: Figure, panels: list, left: float = 0.65, gap: float = 0.7, bottom: float = 0.55,
+                  top: float = 0.35) -> None:
+    """Lay out a row of panels with margins in inches and the legend right of the last panel, widening the
+    figure by the legend's measured width (a measure, not a draw: half the cost of bbox_inches="tight")."""
+    legend = panels[-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    legend_width = legend.get_window_extent(FigureCanvasAgg(figure).get_renderer()).width / figure.dpi + 0.1
+    width, height = figure.get_size_inches()
+    figure.set_size_inches(width + legend_width, height)
+    panel = (width - left - gap * (len(panels) - 1)) / len(panels)
+    figure.subplots_adjust(left=left / (width + legend_width), right=width / (width + legend_width),
+                           bottom=bottom / height, top=1 - top / height, wspace=gap / panel)
+
+
+@_styled
+def per_au_bars(board: Leaderboard, colours: dict[str, str]) -> Figure:
+    """Grouped bars: F1 per AU, one bar per measured method; chance F1 per AU as a dashed tick."""
+    aus, rows = board.aus, board.rows
+    figure = Figure(figsize=(min(10.0, 1.2 + 0.1 * len(aus) * (len(rows) + 1)), 2.6))
+    axes = figure.subplots()
+    x = np.arange(len(aus))
+    width = 0.8 / len(rows)
+    for i, row in enumerate(rows):
+        values = [np.nan if row.per_au.get(au) is None else 100 * row.per_au[au] for au in aus]
+        axes.bar(x + (i - (len(rows) - 1) / 2) * width, values, width, label=_text(row.method),
+                 color=colours[row.method])
+    chance = [np.nan if board.chance.get(au) is None else 100 * board.chance[au] for au in aus]
+    axes.hlines(chance, x - 0.45, x + 0.45, colors=CHANCE_COLOUR, linestyles="dashed", linewidth=1,
+                label="chance (all-positive)")
+    axes.set_xticks(x, aus)
+    axes.set_ylim(0, 100)
+    axes.set_ylabel("F1 (%)")
+    _legend_right(figure, [axes], bottom=0.35, top=0.15)
+    return figure
+
+
+@_styled
+def noise_figure(curves: list[NoiseCurve], colours: dict[str, str]) -> Figure:
+    """Mean F1 (± std over folds and seeds) against the noise rate, one panel per test set."""
+    figure = Figure(figsize=(3.7 * len(curves), 2.9))
+    panels = figure.subplots(1, len(curves), squeeze=False)[0]
+    for axes, curve in zip(panels, curves):
+        for method, stats in curve.points.items():
+            shown = [(level, stat) for level, stat in zip(curve.levels, stats) if stat.mean is not None]
+            spread = [np.nan if stat.std is None else 100 * stat.std for _, stat in shown]  # no bar for one run
+            axes.errorbar([level for level, _ in shown], [100 * stat.mean for _, stat in shown], yerr=spread,
+                          marker="o", capsize=3, label=_text(method), color=colours[method])
+        axes.set_xticks(curve.levels)
+        axes.set_xlabel(f"{_text(curve.kind)} noise rate (training labels)")
+        axes.set_ylabel("mean F1 (%)")
+        axes.set_title(_text(curve.setting.test), fontsize=9)
+    _legend_right(figure, list(panels))
+    return figure
+
+
+def _annotate(axes, values: np.ndarray, threshold: float) -> None:
+    for (i, j), value in np.ndenumerate(values):
+        if not np.isnan(value):
+            axes.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7,
+                      color="white" if value < threshold else "black")
+
+
+@_styled
+def pose_heatmaps(grid: PoseGrid) -> Figure:
+    """Mean F1 (%) per yaw x pitch bin, one panel per method, on one colour scale."""
+    values = 100 * np.stack(list(grid.methods.values()))
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    figure = Figure(figsize=(0.5 * len(grid.yaws) * len(grid.methods) + 1.6, 0.45 * len(grid.pitches) + 1.2),
+                    layout="constrained")
+    panels = figure.subplots(1, len(grid.methods), squeeze=False)[0]
+    for axes, method, scores in zip(panels, grid.methods, values):
+        image = axes.imshow(scores, cmap="viridis", vmin=low, vmax=high)
+        _annotate(axes, scores, (low + high) / 2)
+        axes.set_xticks(range(len(grid.yaws)), [f"{yaw:+d}" for yaw in grid.yaws])
+        axes.set_yticks(range(len(grid.pitches)), [f"{pitch:+d}" for pitch in grid.pitches])
+        axes.set_xlabel("yaw (°)")
+        axes.set_title(_text(method), fontsize=9)
+        axes.grid(False)
+    panels[0].set_ylabel("pitch (°)")
+    figure.colorbar(image, ax=list(panels), label="mean F1 (%)", shrink=0.9)
+    return figure
+
+
+@_styled
+def phi_heatmap(stats: LabelStats) -> Figure:
+    """Pairwise phi correlations of the AU labels (-1 blue .. +1 red)."""
+    size = 0.42 * len(stats.aus) + 1.4
+    figure = Figure(figsize=(size + 0.8, size), layout="constrained")
+    axes = figure.subplots()
+    phi = np.where(np.eye(len(stats.aus), dtype=bool), np.nan, stats.phi)  # the diagonal (1) is left blank
+    image = axes.imshow(phi, cmap="RdBu_r", vmin=-1, vmax=1)
+    for (i, j), value in np.ndenumerate(phi):
+        if not np.isnan(value):
+            axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                      color="white" if abs(value) > 0.6 else "black")
+    axes.set_xticks(range(len(stats.aus)), stats.aus, rotation=90)
+    axes.set_yticks(range(len(stats.aus)), stats.aus)
+    axes.grid(False)
+    figure.colorbar(image, ax=axes, label="phi", shrink=0.8)
+    return figure
+
+
+def gallery_png(config: dict, fingerprint: str) -> str:
+    """Sample SynthAU faces of a run's data settings, captioned with their active AUs, as base64 PNG.
+
+    Rendering calibrates the profile's label process (about a second), so the PNG, deterministic for a
+    configuration, is kept in the cache (`$AUNCE_BENCH_CACHE`/gallery) under the run's data fingerprint.
+    """
+    rows, columns = GALLERY_SHAPE
+    cached = default_cache_root() / "gallery" / f"{config['profile']}-{fingerprint[:16]}-{rows}x{columns}.png"
+    if not cached.is_file():
+        from aunce_bench.data.synth.gallery import sample_grid
+        from aunce_bench.data.synth.generate import SynthConfig
+
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+        sample_grid(SynthConfig(**config), rows, columns).save(partial, format="PNG", optimize=True)
+        os.replace(partial, cached)
+    return base64.b64encode(cached.read_bytes()).decode("ascii")

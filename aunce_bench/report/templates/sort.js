@@ -1,0 +1,25 @@
+// Sort a leaderboard's measured rows by the clicked column; chance and reported rows stay in their own body.
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  var body = table.tBodies[0];
+  var headers = Array.prototype.slice.call(table.tHead.rows[0].cells);
+  headers.forEach(function (th, column) {
+    var button = th.querySelector("button");
+    if (!button) return;
+    button.addEventListener("click", function () {
+      var numeric = th.dataset.type === "num";
+      var state = th.getAttribute("aria-sort");
+      var descending = state === "ascending" || (state !== "descending" && numeric);
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.forEach(function (row, i) { row.dataset.order = row.dataset.order || String(i); });
+      rows.sort(function (a, b) {
+        var x = a.cells[column].dataset.v, y = b.cells[column].dataset.v;
+        if (x === "" || y === "") return (x === "") - (y === "") || a.dataset.order - b.dataset.order;
+        var order = numeric ? parseFloat(x) - parseFloat(y) : x.localeCompare(y);
+        return (descending ? -order : order) || a.dataset.order - b.dataset.order;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+      headers.forEach(function (other) { other.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", descending ? "descending" : "ascending");
+    });
+  });
+});

@@ -1,0 +1,475 @@
+"""`aunce-bench report`, `noise-curve` and `results --leaderboard`: one aggregation, escaped HTML, a real browser.
+
+Two stores: tiny real runs (tiny_easy protocol, tiny_wce/tiny_aunce for one epoch) made through the CLI, and a
+synthetic store (shipped protocol and method specs, predictions drawn per method skill, metrics computed by
+aunce_bench.metrics) that covers every report section in a few seconds.
+"""
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from aunce_bench.cli import app
+from aunce_bench.data.noise import NoiseSpec
+from aunce_bench.data.synth.generate import POSE_BINS, pose_bin_name
+from aunce_bench.data.synth.profiles import PROFILES
+from aunce_bench.metrics import au_metrics, chance_f1, grouped_au_metrics, mean_f1, summarise
+from aunce_bench.protocols import plan_runs
+from aunce_bench.report import aggregate
+from aunce_bench.report.aggregate import leaderboards
+from aunce_bench.results import ResultStore
+from aunce_bench.specs import PaperReference, load_method, load_protocol
+
+runner = CliRunner()
+EVIL = "evil<script>alert(1)</script>$x$"
+
+
+# ------------------------------------------------------------------------------------ synthetic store
+def _rng(*key) -> np.random.Generator:
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little"))
+
+
+def store_synthetic_run(store, run, skill, frames_per_subject=4):
+    """Store `run` as done with predictions of the given skill on labels shared by every run of its fold."""
+    rates = PROFILES[run.test_data["profile"]].labels.base_rates
+    bins = [pose_bin_name(*b) for b in POSE_BINS] if run.test_data["pose"] == "bins" else ["frontal"]
+    label_rng = _rng(run.protocol, run.fold_name)
+    n = len(run.test_subjects) * frames_per_subject
+    labels = (label_rng.random((n, len(run.aus))) < [rates[au] for au in run.aus]).astype(np.int8)
+    labels[label_rng.random(labels.shape) < 0.03] = -1
+    labels = np.tile(labels, (len(bins), 1))
+    keys = {"subject": np.tile(np.repeat(run.test_subjects, frames_per_subject), len(bins)),
+            "pose_bin": np.repeat(bins, n)}
+    noise = NoiseSpec.parse(run.noise)
+    rng = _rng(run.run_id)
+    margin = skill * (1 - noise.rate)
+    probabilities = 1 / (1 + np.exp(-(margin * (2 * (labels == 1) - 1) + rng.normal(0, 1, labels.shape))))
+    names = [f"AU{au}" for au in run.aus]
+    if len(bins) > 1:
+        metrics = grouped_au_metrics(probabilities, labels, np.char.add("pose:", keys["pose_bin"]), names)
+    else:
+        metrics = {"all": au_metrics(probabilities, labels, names)}
+    predictions = dict(keys)
+    for column, name in enumerate(names):
+        predictions[f"prob_{name}"] = probabilities[:, column]
+        predictions[f"label_{name}"] = labels[:, column]
+    store.start_run(run.run_id, method=run.method.name, protocol=run.protocol, dataset=run.test_data["profile"],
+                    budget=run.budget, fold=run.fold, seed=run.seed, noise=run.noise, spec=run.model_dump(mode="json"),
+                    provenance={"versions": {"aunce_bench": "test"}, "device": "synthetic", "selection": "strict"})
+    stored = {group: {au: vars(m) for au, m in per_au.items()} for group, per_au in metrics.items()}
+    store.finish_run(run.run_id, metrics=stored,
+                     mean_f1=mean_f1(metrics["all"]), chance_f1=chance_f1(labels, names), wall_s=12.0,
+                     predictions=predictions, provenance_update={"train_images_per_s": 50.0})
+
+
+def synthetic_runs(method, protocol, noise="none", seeds=(0,), name=None):
+    spec = load_method(method)
+    spec = spec.model_copy(update={"name": name}) if name else spec
+    return plan_runs(spec, load_protocol(protocol), "quick", None, list(seeds), NoiseSpec.parse(noise))
+
+
+SKILLS = {"wce": 2.2, "aunce": 0.9}
+
+
+def fill_synthetic(db):
+    with ResultStore(db) as store:
+        for method, skill in SKILLS.items():
+            plans = [*synthetic_runs(method, "synth_bp4d_3fold", seeds=(0, 1)),
+                     *synthetic_runs(method, "synth_bp4d_3fold", "symmetric:0.2"),
+                     *synthetic_runs(method, "synth_bp4d_3fold", "symmetric:0.4"),
+                     *synthetic_runs(method, "synth_cross_dataset"), *synthetic_runs(method, "synth_pose")]
+            for run in plans:
+                store_synthetic_run(store, run, skill)
+    return db
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """A synthetic store and the report built from it: (db, report folder)."""
+    folder = tmp_path_factory.mktemp("synthetic")
+    db = fill_synthetic(folder / "results.sqlite")
+    result = runner.invoke(app, ["report", "--db", str(db), "--out", str(folder / "report")])
+    assert result.exit_code == 0, result.output
+    return db, folder / "report"
+
+
+@pytest.fixture(scope="module")
+def evil(tmp_path_factory):
+    """A store whose method name and reported source carry markup: (db, report folder)."""
+    folder = tmp_path_factory.mktemp("evil")
+    db = folder / "results.sqlite"
+    method = load_method("wce")
+    reported = [method.reported[0].model_copy(update={"source": "paper </script><script>alert(2)</script>"})]
+    evil_method = method.model_copy(update={"name": EVIL, "reported": reported})
+    with ResultStore(db) as store:
+        for spec, skill in ((evil_method, 2.0), (load_method("aunce"), 1.0)):
+            for run in plan_runs(spec, load_protocol("synth_bp4d_3fold"), "quick", [1], [0], NoiseSpec.parse("none")):
+                store_synthetic_run(store, run, skill)
+        store_synthetic_run(store, synthetic_runs("wce", "synth_bp4d_3fold", "symmetric:0.2")[0]
+                            .model_copy(update={"method": evil_method}), 1.0)
+    result = runner.invoke(app, ["report", "--db", str(db), "--out", str(folder / "report")])
+    assert result.exit_code == 0, result.output
+    return db, folder / "report"
+
+
+# ---------------------------------------------------------------------------------- tiny real store
+FAST = {"tiny_wce": ("epochs: 12", "epochs: 1"), "tiny_aunce": ("epochs: 8", "epochs: 1")}
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_specs, tmp_path_factory):
+    """Tiny real runs through the CLI: tiny_wce and tiny_aunce on folds 1-2 (one epoch), then noise-curve adds
+    tiny_wce at symmetric:0.2 on fold 1 and reuses its clean run. Returns (db, noise-curve result, out folder)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    for name, (old, new) in FAST.items():
+        (folder / f"{name}.yaml").write_text((tiny_specs / f"{name}.yaml").read_text().replace(old, new)
+                                             .replace("epochs: 60", "epochs: 5"))
+    protocol, db = str(tiny_specs / "tiny_easy.yaml"), folder / "results.sqlite"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUNCE_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        for name in FAST:
+            result = runner.invoke(app, ["run", "--method", str(folder / f"{name}.yaml"), "--protocol", protocol,
+                                         "--quick", "--folds", "1,2", "--db", str(db)])
+            assert result.exit_code == 0, result.output
+        curve = runner.invoke(app, ["noise-curve", "--methods", str(folder / "tiny_wce.yaml"), "--protocol", protocol,
+                                    "--noise-type", "symmetric", "--levels", "0,0.2", "--quick", "--folds", "1",
+                                    "--db", str(db), "--out", str(folder / "curves")])
+    assert curve.exit_code == 0, curve.output
+    return db, curve, folder
+
+
+def invoke_json(*args):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_leaderboard_numbers_equal_the_per_run_results(tiny, tmp_path):
+    db, _, _ = tiny
+    runs = [run for run in invoke_json("results", "--db", str(db)) if run["noise"] == "none"]
+    [board] = invoke_json("results", "--db", str(db), "--leaderboard")
+    assert (board["protocol"], board["test"], board["cross_dataset"]) == ("tiny_easy", "SynthAU bp4d", False)
+    assert {row["method"] for row in board["rows"]} == {"tiny_wce", "tiny_aunce"}
+    for row in board["rows"]:
+        mine = [run for run in runs if run["method"] == row["method"]]
+        mean, std = summarise([run["mean_f1"] for run in mine])
+        assert row["runs"] == len(mine) == 2
+        assert row["mean_f1"] == pytest.approx(mean, abs=1e-12) and row["std_f1"] == pytest.approx(std, abs=1e-12)
+        for au in ("AU4", "AU12"):
+            assert row["per_au_f1"][au] == pytest.approx(np.mean([run["per_au_f1"][au] for run in mine]), abs=1e-12)
+    assert [row["rank"] for row in board["rows"]] == [1, 2]
+    best, other = board["rows"]
+    assert best["mean_f1"] >= other["mean_f1"] and best["difference_to_best"] is None
+    # the bootstrap's point estimate, recomputed from stored predictions, is the stored mean-F1 difference
+    assert other["difference_to_best"]["difference"] == pytest.approx(other["mean_f1"] - best["mean_f1"], abs=1e-9)
+    assert other["difference_to_best"]["pairs"] == 2
+    assert board["chance"]["mean_f1"] == pytest.approx(np.mean([r["chance_f1"] for r in runs[:2]]), abs=1e-12)
+    assert board["reported"] == []  # tiny_easy names no paper dataset
+
+    out = tmp_path / "report"
+    assert runner.invoke(app, ["report", "--db", str(db), "--out", str(out)]).exit_code == 0
+    assert json.loads((out / "leaderboards.json").read_text()) == [board]
+    csv = (out / "leaderboards.csv").read_text().splitlines()
+    assert csv[0].startswith("protocol,budget,test,kind,rank,method") and len(csv) == 1 + 3
+    assert f"{best['mean_f1']:.4f}" in csv[1]
+    assert (out / "leaderboards.md").read_text().startswith("## tiny_easy · quick · SynthAU bp4d")
+    html = (out / "index.html").read_text()
+    assert f"{100 * best['mean_f1']:.1f}" in html and "tiny_aunce" in html
+    assert html.count('<details class="run">') == 5  # provenance of every done run, collapsed
+
+
+def test_noise_curve_reuses_stored_runs_and_prints_the_table(tiny):
+    db, result, folder = tiny
+    assert result.output.count("already done, skipping") == 1  # the clean fold-1 run
+    assert "mean F1 under symmetric training-label noise: tiny_easy" in " ".join(result.output.split())  # rich wraps
+    row = r"tiny_wce\s+│\s+\d\.\d{3}\s+│\s+\d\.\d{3}\s+│\s+[+-]\d\.\d{3}"  # clean, 0.2, drop; one run: no std
+    assert re.search(row, result.output)
+    noisy = [run for run in ResultStore(db).runs() if run["noise"] == "symmetric:0.2"]
+    assert len(noisy) == 1 and noisy[0]["fold"] == 1 and noisy[0]["status"] == "done"
+    html = next((folder / "curves").glob("noise_curve_tiny_easy_quick_symmetric.html")).read_text()
+    assert "<svg" in html and "drop at 0.2" in html
+    png = folder / "curves" / "noise_curve_tiny_easy_quick_symmetric.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def board_of(out, protocol, test=None):
+    boards = json.loads((out / "leaderboards.json").read_text())
+    return next(b for b in boards if b["protocol"] == protocol and (test is None or b["test"] == test))
+
+
+def test_report_sections_from_the_synthetic_store(synthetic):
+    db, out = synthetic
+    html = (out / "index.html").read_text()
+    for section in ("leaderboards", "noise", "pose", "cross", "labels", "gallery", "provenance"):
+        assert f'<section id="{section}">' in html
+    boards = json.loads((out / "leaderboards.json").read_text())
+    assert [(b["protocol"], b["test"]) for b in boards] == [
+        ("synth_bp4d_3fold", "SynthAU bp4d"), ("synth_cross_dataset", "bp4d_to_disfa"),
+        ("synth_cross_dataset", "disfa_to_bp4d"), ("synth_pose", "SynthAU bp4d")]  # directions never averaged
+    bp4d = boards[0]
+    assert [row["method"] for row in bp4d["rows"]] == ["wce", "aunce"] and bp4d["rows"][0]["runs"] == 6
+    interval = bp4d["rows"][1]["difference_to_best"]
+    assert interval["pairs"] == 6 and interval["high"] < 0 and interval["significant"]
+    assert html.count('<img class="gallery"') == 2  # bp4d and disfa
+    assert html.count("<svg") == 4 + 1 + 1 + 2  # per-AU bars, noise curve, pose heatmaps, phi heatmaps
+    assert "not available" in html  # bp4d_to_disfa: no k-fold disfa run stored
+    runs = ResultStore(db).runs()
+    assert html.count('<details class="run">') == len(runs)
+
+
+def test_reported_rows_are_labelled_and_never_ranked(synthetic):
+    _, out = synthetic
+    board = board_of(out, "synth_bp4d_3fold")
+    assert board["reference_dataset"] == "bp4d" and not board["same_setting"]
+    reported = {(r["method"], r["source"]): r for r in board["reported"]}
+    assert ("aunce", "AUNCE, 3-fold logs of the released code") in reported
+    assert ("wce", "ME-GraphAU Swin-B") in reported
+    assert reported[("wce", "ME-GraphAU Swin-B")]["mean_f1"] == pytest.approx(0.655)
+    assert all(r["measured_minus_reported"] is None for r in board["reported"])  # not the paper's setting
+    assert {row["method"] for row in board["rows"]} == {"wce", "aunce"}  # ranked rows are measured only
+    html = (out / "index.html").read_text()
+    table = html[html.index('id="board-1"'):html.index('id="board-2"')]
+    fixed = table[table.index('<tbody class="fixed">'):]
+    assert fixed.count('<span class="tag reported">reported</span>') == len(board["reported"])
+    assert "ME-GraphAU Swin-B (bp4d)" in fixed and fixed.count("not ranked") == len(board["reported"]) + 1
+    assert 'class="best"' not in fixed and "reported" not in table[:table.index('<tbody class="fixed">')]
+    assert board_of(out, "synth_cross_dataset")["reported"] == []  # no reference dataset
+
+
+def test_same_setting_protocols_show_measured_minus_reported(synthetic, monkeypatch):
+    db, _ = synthetic
+    paper_setting = PaperReference(dataset="bp4d", same_setting=True)
+    monkeypatch.setattr(aggregate, "_paper_reference", lambda protocol: paper_setting)
+    with ResultStore(db) as store:
+        board = leaderboards(store.runs(), store, resamples=100)[0]
+    wce = next(row for row in board.rows if row.method == "wce")
+    reported = next(r for r in board.reported if r.method == "wce")
+    assert reported.difference == pytest.approx(wce.f1.mean - 0.655)
+
+
+def test_chance_row_is_the_all_positive_predictor(synthetic):
+    db, out = synthetic
+    board = board_of(out, "synth_bp4d_3fold")
+    runs = [r for r in ResultStore(db).runs() if r["protocol"] == "synth_bp4d_3fold" and r["noise"] == "none"]
+    per_fold = {r["spec"]["fold_name"]: r for r in runs}  # one run per test fold
+    assert board["chance"]["mean_f1"] == pytest.approx(np.mean([r["chance_f1"] for r in per_fold.values()]))
+    with ResultStore(db) as store:
+        labels = [store.predictions(r["run_id"]).column("label_AU12").to_numpy() for r in per_fold.values()]
+    rates = [np.mean(fold[fold != -1] == 1) for fold in labels]
+    assert board["chance"]["per_au_f1"]["AU12"] == pytest.approx(np.mean([2 * p / (1 + p) for p in rates]))
+    html = (out / "index.html").read_text()
+    assert html.count("all-positive predictor") == 4  # one labelled chance row per leaderboard
+
+
+def test_noise_pose_and_cross_aggregates(synthetic):
+    db, _ = synthetic
+    runs = ResultStore(db).runs()
+    [curve] = aggregate.noise_curves(runs)
+    assert (curve.setting.protocol, curve.kind, curve.levels) == ("synth_bp4d_3fold", "symmetric", [0.0, 0.2, 0.4])
+    noisy = [r["mean_f1"] for r in runs if r["method"] == "wce" and r["noise"] == "symmetric:0.4"]
+    assert curve.points["wce"][2].mean == pytest.approx(np.mean(noisy)) and curve.points["wce"][2].n == 3
+    assert curve.drop("wce", 2) == pytest.approx(curve.points["wce"][0].mean - np.mean(noisy))
+    [grid] = aggregate.pose_grids(runs)
+    assert (grid.yaws, grid.pitches) == ([-40, -20, 0, 20, 40], [20, 0, -20])
+    pose_runs = [r for r in runs if r["protocol"] == "synth_pose" and r["method"] == "aunce"]
+    expected = np.mean([np.mean(list(r["groups"]["pose:yaw-40_pitch+20"].values())) for r in pose_runs])
+    assert grid.methods["aunce"][0, 0] == pytest.approx(expected)
+    cross = {(row.setting.test, row.method): row for row in aggregate.cross_dataset(runs)}
+    assert cross[("bp4d_to_disfa", "wce")].in_domain is None
+    to_bp4d = cross[("disfa_to_bp4d", "wce")]
+    assert to_bp4d.in_domain_protocol == "synth_bp4d_3fold" and to_bp4d.aus == ["AU1", "AU2", "AU4", "AU6", "AU12"]
+    in_domain = [np.mean([r["per_au_f1"][au] for au in to_bp4d.aus]) for r in runs
+                 if r["protocol"] == "synth_bp4d_3fold" and r["method"] == "wce" and r["noise"] == "none"]
+    assert to_bp4d.in_domain.mean == pytest.approx(np.mean(in_domain))
+    assert to_bp4d.drop == pytest.approx(np.mean(in_domain) - to_bp4d.cross.mean)
+
+
+def test_label_statistics_come_from_the_stored_test_labels(synthetic):
+    db, _ = synthetic
+    with ResultStore(db) as store:
+        runs = store.runs()
+        stats = {s.dataset: s for s in aggregate.label_stats(runs, store)}
+        assert set(stats) == {"SynthAU bp4d", "SynthAU disfa"}
+        bp4d = stats["SynthAU bp4d"]
+        folds = {r["spec"]["fold_name"]: r["run_id"] for r in runs if r["protocol"] == "synth_bp4d_3fold"}
+        labels = np.concatenate([store.predictions(folds[f]).column("label_AU1").to_numpy() for f in sorted(folds)])
+    assert bp4d.source.startswith("synth_bp4d_3fold") and bp4d.subjects == 41
+    assert bp4d.base_rates[0] == pytest.approx(np.mean(labels[labels != -1] == 1))
+    assert np.allclose(np.diag(bp4d.phi), 1.0) and np.allclose(bp4d.phi, bp4d.phi.T, equal_nan=True)
+
+
+def test_markup_in_names_is_escaped(evil):
+    _, out = evil
+    html = (out / "index.html").read_text()
+    assert "alert(1)" in html and "<script>alert" not in html
+    assert html.count("<script") == 2  # the page's own: the embedded data and the sort script
+    assert "evil&lt;script&gt;alert(1)&lt;/script&gt;$x$" in html
+    data = html[html.index('<script type="application/json"'):]
+    data = data[data.index(">") + 1:data.index("</script>")]
+    assert "</" not in data and json.loads(data)[0]["rows"][0]["method"] == EVIL
+    assert "alert(2)" in html and "</script><script>alert(2)" not in html
+    assert EVIL in (out / "leaderboards.md").read_text()  # exports keep the name as it is
+
+
+@pytest.mark.parametrize("case", ["missing", "no done runs"])
+def test_report_refuses_a_missing_or_empty_database(case, tmp_path):
+    db = tmp_path / "results.sqlite"
+    if case == "no done runs":
+        with ResultStore(db) as store:
+            [run] = synthetic_runs("wce", "synth_bp4d_3fold")[:1]
+            store.start_run(run.run_id, method="wce", protocol="p", dataset="bp4d", budget="quick", fold=1, seed=0,
+                            noise="none", spec=run.model_dump(mode="json"), provenance={})
+    result = runner.invoke(app, ["report", "--db", str(db), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and str(db) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+    assert not (tmp_path / "out" / "index.html").exists()
+
+
+def test_report_without_the_predictions_folder_says_so_in_one_line(synthetic, tmp_path):
+    db, _ = synthetic
+    shutil.copy(db, tmp_path / "copied.sqlite")  # the database alone, without copied.predictions/
+    result = runner.invoke(app, ["report", "--db", str(tmp_path / "copied.sqlite"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "no predictions for run" in result.stderr
+    assert "copied.predictions" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_report_refuses_an_unwritable_output_folder(synthetic, tmp_path):
+    db, _ = synthetic
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["report", "--db", str(db), "--out", str(blocker / "reports")])
+    assert result.exit_code == 2 and "cannot write to" in result.stderr and str(blocker) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--noise-type", "gaussian"], "unknown noise type 'gaussian'; known: symmetric, missing_positive"),
+        (["--levels", "0,1.0"], "invalid --levels: rate 1 is outside [0, 1)"),
+        (["--levels", "-0.1"], "invalid --levels: rate -0.1 is outside [0, 1)"),
+        (["--levels", "a,b"], "invalid --levels"),
+        (["--levels", "0"], "give at least one rate above 0"),
+        (["--methods", "wce,aunc"], "unknown method 'aunc' (did you mean 'aunce'?)"),
+        (["--protocol", "synth_bp4d"], "unknown protocol 'synth_bp4d'"),
+    ],
+)
+def test_noise_curve_rejects_bad_input_with_one_line(arguments, message, tmp_path):
+    options = {"--methods": "wce", "--protocol": "synth_bp4d_3fold", "--noise-type": "symmetric", "--levels": "0,0.2"}
+    options.update(dict(zip(arguments[::2], arguments[1::2])))
+    result = runner.invoke(app, ["noise-curve", *[x for pair in options.items() for x in pair], "--quick",
+                                 "--db", str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r.sqlite").exists()
+
+
+def test_results_leaderboard_formats(synthetic):
+    db, out = synthetic
+    markdown = runner.invoke(app, ["results", "--db", str(db), "--leaderboard", "--format", "md"]).output
+    assert markdown.count("## ") == 4 and "| kind | rank | method |" in markdown
+    assert markdown.strip() == (out / "leaderboards.md").read_text().strip()
+    filtered = invoke_json("results", "--db", str(db), "--leaderboard", "--protocol", "synth_pose")
+    assert [b["protocol"] for b in filtered] == ["synth_pose"]
+    plain = invoke_json("results", "--db", str(db), "--protocol", "synth_pose")
+    assert {"run_id", "mean_f1", "per_au_f1", "chance_f1", "wall_s"} <= set(plain[0])  # per-run schema unchanged
+
+
+# -------------------------------------------------------------------------------------------- browser
+def _browser_missing() -> str | None:
+    if importlib.util.find_spec("playwright") is None:
+        return "playwright is not installed (pip install -e '.[test]')"
+    if not shutil.which("chromium"):
+        return "no chromium executable on PATH (apt-get install chromium)"
+    return None
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def page_of():
+    """Open a report in headless Chromium; yields open(path) -> (page, requests, dialogs)."""
+    missing = _browser_missing()
+    if missing:
+        pytest.skip(f"browser test needs playwright and chromium: {missing}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+
+        def open_page(path: Path):
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            requests, dialogs = [], []
+            page.on("request", lambda request: requests.append(request.url))
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            page.goto(path.as_uri())
+            return page, requests, dialogs
+
+        yield open_page
+        browser.close()
+
+
+def _column(table, header: str) -> list[str]:
+    """The sort keys (data-v) of a column of the measured rows, top to bottom."""
+    index = table.locator("thead th").all_inner_texts().index(header)
+    return [row.locator("td").nth(index).get_attribute("data-v") for row in table.locator("tbody.measured tr").all()]
+
+
+def _sort_by(table, header: str):
+    """Click a column's header button; returns the header cell."""
+    th = table.locator("thead th").nth(table.locator("thead th").all_inner_texts().index(header))
+    th.locator("button").click()
+    return th
+
+
+def test_report_in_a_real_browser(synthetic, page_of, tmp_path):
+    _, out = synthetic
+    index = out / "index.html"
+    page, requests, dialogs = page_of(index)
+    artifacts = Path(os.environ.get("AUNCE_BENCH_ARTIFACTS", tmp_path))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    screenshot = artifacts / "report_screenshot.png"
+    page.screenshot(path=str(screenshot))
+    print(f"report screenshot: {screenshot}")
+    assert screenshot.stat().st_size > 20_000
+
+    table = page.locator("table.board").first
+    board = board_of(out, "synth_bp4d_3fold")
+    assert _column(table, "method") == [row["method"] for row in board["rows"]]  # by rank
+    header = _sort_by(table, "AU2")
+    by_au2 = sorted(board["rows"], key=lambda row: -row["per_au_f1"]["AU2"])
+    assert _column(table, "method") == [row["method"] for row in by_au2]
+    values = [float(v) for v in _column(table, "AU2")]
+    assert values == sorted(values, reverse=True) and header.get_attribute("aria-sort") == "descending"
+    _sort_by(table, "AU2")
+    assert _column(table, "method") == [row["method"] for row in reversed(by_au2)]
+    _sort_by(table, "method")
+    assert _column(table, "method") == sorted(row["method"] for row in board["rows"])
+    assert table.locator("tbody.fixed tr").count() == 1 + len(board["reported"])  # chance and reported stay put
+
+    page.locator("#provenance details.group").first.locator("summary").first.click()
+    assert page.locator("#provenance details.run").first.is_visible()
+    assert page.locator("svg").count() >= 8 and page.locator("img.gallery").first.evaluate("i => i.naturalWidth") > 0
+    assert requests and all(url == index.as_uri() or url.startswith("data:") for url in requests), requests
+    assert dialogs == []
+
+
+def test_markup_in_names_stays_inert_in_a_real_browser(evil, page_of):
+    _, out = evil
+    page, requests, dialogs = page_of(out / "index.html")
+    page.wait_for_timeout(200)
+    assert dialogs == []
+    cell = page.locator("table.board tbody.measured tr").first.locator("td").nth(1)
+    assert cell.inner_text() == EVIL
+    data = json.loads(page.locator("#leaderboard-data").text_content())
+    assert data[0]["rows"][0]["method"] == EVIL
