@@ -14,6 +14,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
+from matplotlib.figure import Figure
 
 from aunce_bench.errors import UserError
 from aunce_bench.report import plots
@@ -34,9 +35,9 @@ from aunce_bench.results import ResultStore
 EXPORTS = {"json": "leaderboards.json", "csv": "leaderboards.csv", "md": "leaderboards.md"}
 
 
-def _pct(value: float | None, digits: int = 1) -> str:
+def _pct(value: float | None) -> str:
     """An F1 fraction as a percentage, "–" when missing."""
-    return "–" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}"
+    return "–" if value is None or math.isnan(value) else f"{100 * value:.1f}"
 
 
 def _signed(value: float | None) -> str:
@@ -56,11 +57,11 @@ def environment() -> Environment:
     return env
 
 
-def _inline(figure) -> Markup:
+def _inline(figure: Figure) -> Markup:
     return Markup(plots.svg(figure))  # matplotlib escapes the text it writes into the SVG
 
 
-def noise_page(curves: list[NoiseCurve], colours: dict[str, str]) -> tuple[str, object]:
+def noise_page(curves: list[NoiseCurve], colours: dict[str, str]) -> tuple[str, Figure]:
     """The standalone noise-curve page of one protocol, budget and noise kind, and its figure."""
     figure = plots.noise_figure(curves, colours)
     setting = curves[0].setting
