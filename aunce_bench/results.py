@@ -411,12 +411,13 @@ class ResultStore:
             rates.setdefault(row["run_id"], {})[row["au"]] = row["positives"] / support if support else None
         return rates
 
-    def predictions(self, run_id: str) -> pa.Table:
-        """The run's per-frame predictions as stored by finish_run."""
+    def predictions(self, run_id: str, columns: list[str] | None = None) -> pa.Table:
+        """The run's per-frame predictions as stored by finish_run: every column, or only `columns` (names it lacks are skipped)."""
         path = self._prediction_path(run_id)
         if not path.exists():
             raise FileNotFoundError(
                 f"no predictions for run {run_id} (status: {self.status(run_id) or 'unknown run'}); "
                 f"expected {path}"
             )
-        return pq.read_table(path)
+        with pq.ParquetFile(path) as file:  # one file: no dataset machinery (pq.read_table imports pandas)
+            return file.read(columns=columns)

@@ -217,9 +217,9 @@ def _rank(rows: list[MethodRow]) -> list[MethodRow]:
     return rows
 
 
-def _predictions(store: ResultStore, run_id: str) -> pa.Table:
+def _predictions(store: ResultStore, run_id: str, columns: list[str] | None = None) -> pa.Table:
     try:
-        return store.predictions(run_id)
+        return store.predictions(run_id, columns)
     except FileNotFoundError as error:
         raise UserError(f"{error}; reports need the predictions folder {store.predictions_dir.name} beside "
                         f"{store.path.name}")
@@ -234,7 +234,8 @@ class _Counts:
     def __call__(self, run: dict, aus: list[str], subjects: list[str]) -> np.ndarray:
         key = (run["run_id"], tuple(aus), tuple(subjects))
         if key not in self.cache:
-            self.cache[key] = subject_counts(_predictions(self.store, run["run_id"]), aus,
+            columns = ["subject", *(f"{kind}_{au}" for au in aus for kind in ("prob", "label"))]
+            self.cache[key] = subject_counts(_predictions(self.store, run["run_id"], columns), aus,
                                              run["spec"]["decision_threshold"], subjects)
         return self.cache[key]
 
@@ -432,7 +433,8 @@ def label_stats(runs: list[dict], store: ResultStore) -> list[LabelStats]:
         chosen = min(groups, key=lambda key: (-len(_test_sets(groups[key])), key))
         tests = _test_sets(groups[chosen])
         aus = _aus(tests)
-        tables = [_predictions(store, run["run_id"]) for run in tests]
+        columns = ["subject", *(f"label_{au}" for au in aus)]  # a run may lack some: read what it has
+        tables = [_predictions(store, run["run_id"], columns) for run in tests]
         labels = np.concatenate([
             np.stack([table.column(f"label_{au}").to_numpy() if f"label_{au}" in table.column_names
                       else np.full(table.num_rows, MISSING_LABEL) for au in aus], axis=1) for table in tables
