@@ -152,6 +152,12 @@ def invoke_json(*args):
     return json.loads(result.output)
 
 
+def section_of(html: str, name: str) -> str:
+    """The markup of one section of a report page."""
+    start = html.index(f'<section id="{name}">')
+    return html[start:html.index("</section>", start)]
+
+
 def test_leaderboard_numbers_equal_the_per_run_results(tiny, tmp_path):
     db, _, _ = tiny
     runs = [run for run in invoke_json("results", "--db", str(db)) if run["noise"] == "none"]
@@ -183,7 +189,8 @@ def test_leaderboard_numbers_equal_the_per_run_results(tiny, tmp_path):
     assert (out / "leaderboards.md").read_text().startswith("## tiny_easy · quick · SynthAU bp4d")
     html = (out / "index.html").read_text()
     assert f"{100 * best['mean_f1']:.1f}" in html and "tiny_aunce" in html
-    assert html.count('<details class="run">') == 5  # provenance of every done run, collapsed
+    stored = invoke_json("results", "--db", str(db))
+    assert sum(run["run_id"] in section_of(html, "provenance") for run in stored) == 5  # every done run
 
 
 def test_noise_curve_reuses_stored_runs_and_prints_the_table(tiny):
@@ -221,8 +228,10 @@ def test_report_sections_from_the_synthetic_store(synthetic):
     assert html.count('<img class="gallery"') == 2  # bp4d and disfa
     assert html.count("<svg") == 4 + 1 + 1 + 2  # per-AU bars, noise curve, pose heatmaps, phi heatmaps
     assert "not available" in html  # bp4d_to_disfa: no k-fold disfa run stored
+    provenance = section_of(html, "provenance")
     runs = ResultStore(db).runs()
-    assert html.count('<details class="run">') == len(runs)
+    assert all(provenance.count(run["run_id"]) == 1 for run in runs)  # each run is one row
+    assert provenance.count('<details class="config"') == 2 + 3 + 2 + 3  # 2 methods; setups: folds, directions
 
 
 def test_reported_rows_are_labelled_and_never_ranked(synthetic):
@@ -457,8 +466,10 @@ def test_report_in_a_real_browser(synthetic, page_of, tmp_path):
     assert _column(table, "method") == sorted(row["method"] for row in board["rows"])
     assert table.locator("tbody.fixed tr").count() == 1 + len(board["reported"])  # chance and reported stay put
 
-    page.locator("#provenance details.group").first.locator("summary").first.click()
-    assert page.locator("#provenance details.run").first.is_visible()
+    protocol = page.locator("#provenance details.group").nth(1)  # the first protocol's (0: method configurations)
+    assert not protocol.locator("table.runs").first.is_visible()  # collapsed
+    protocol.locator("summary").first.click()
+    assert protocol.locator("table.runs tbody tr").first.is_visible()
     assert page.locator("svg").count() >= 8 and page.locator("img.gallery").first.evaluate("i => i.naturalWidth") > 0
     assert requests and all(url == index.as_uri() or url.startswith("data:") for url in requests), requests
     assert dialogs == []

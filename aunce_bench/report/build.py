@@ -33,6 +33,7 @@ from aunce_bench.report.exports import format_leaderboards
 from aunce_bench.results import ResultStore
 
 EXPORTS = {"json": "leaderboards.json", "csv": "leaderboards.csv", "md": "leaderboards.md"}
+RUN_FIELDS = ("method", "seed", "noise")  # the spec fields in which the runs of one setup differ
 
 
 def _pct(value: float | None) -> str:
@@ -78,11 +79,36 @@ def _galleries(runs: list[dict]) -> list[dict]:
             for name, spec in sorted(specs.items())]
 
 
-def _provenance(runs: list[dict]) -> list[tuple[str, list[dict]]]:
-    by_protocol: dict[str, list[dict]] = defaultdict(list)
+def _config_text(config: dict) -> str:
+    """A configuration as one line per top-level field: `name: value`, the value as compact JSON."""
+    return "\n".join(f"{name}: {json.dumps(value, sort_keys=True)}" for name, value in sorted(config.items()))
+
+
+def _provenance(runs: list[dict]) -> dict:
+    """The runs' configurations with each distinct part shown once: {"methods": [...], "protocols": [...]}.
+
+    A run's spec is its method's configuration (an entry of "methods", shared by every run of that method), its
+    seed and noise, and its setup: the rest (budget, fold, subjects, data), shared by the runs of a protocol that
+    differ only in method, seed and noise. Each protocol lists its setups, and each setup its runs.
+    """
+    methods: dict[str, dict] = {}  # configuration text -> method entry
+    setups: dict[str, dict[str, dict]] = defaultdict(dict)  # protocol -> configuration text -> setup
     for run in runs:
-        by_protocol[run["protocol"]].append({**run, "config": json.dumps(run["spec"], indent=1, sort_keys=True)})
-    return sorted(by_protocol.items())
+        spec = run["spec"]
+        method_text = _config_text(spec["method"])
+        if method_text not in methods:
+            methods[method_text] = {"id": f"method-config-{len(methods) + 1}", "name": run["method"],
+                                    "config": method_text, "runs": 0}
+        methods[method_text]["runs"] += 1
+        setup_text = _config_text({name: value for name, value in spec.items() if name not in RUN_FIELDS})
+        protocol_setups = setups[run["protocol"]]
+        if setup_text not in protocol_setups:
+            protocol_setups[setup_text] = {"title": f"{spec['fold_name']} · {run['budget']} budget",
+                                           "config": setup_text, "runs": []}
+        protocol_setups[setup_text]["runs"].append({**run, "method_id": methods[method_text]["id"]})
+    protocols = [{"name": name, "setups": list(setups[name].values()),
+                  "runs": sum(len(setup["runs"]) for setup in setups[name].values())} for name in sorted(setups)]
+    return {"methods": list(methods.values()), "protocols": protocols}
 
 
 def build_report(db: Path, out: Path, resamples: int = RESAMPLES) -> Path:
