@@ -1,6 +1,6 @@
 """Aggregates and figures -> the self-contained HTML report and the leaderboard exports beside it.
 
-The page inlines its CSS, script and figures (SVG; gallery images as data: PNG), so it opens without a
+The page inlines its CSS, script and figures (SVG; gallery images as data: JPEG), so it opens without a
 network. Templates are rendered by jinja2 with autoescaping: every stored string (method, protocol,
 source, config) is escaped; only the SVG text that matplotlib writes is inserted as markup.
 """
@@ -75,7 +75,7 @@ def _galleries(runs: list[dict]) -> list[dict]:
     """One gallery per synthetic test dataset, from the data settings of a run testing on it."""
     specs = {dataset_label(run["spec"]["test_data"]): run["spec"] for run in runs
              if is_synthetic(run["spec"]["test_data"])}
-    return [{"dataset": name, "png": plots.gallery_png(spec["test_data"], spec["data_fingerprint"])}
+    return [{"dataset": name, "jpeg": plots.gallery_jpeg(spec["test_data"], spec["data_fingerprint"])}
             for name, spec in sorted(specs.items())]
 
 
