@@ -23,7 +23,7 @@ from aunce_bench.data.synth.generate import POSE_BINS, pose_bin_name
 from aunce_bench.data.synth.profiles import PROFILES
 from aunce_bench.metrics import au_metrics, chance_f1, grouped_au_metrics, mean_f1, summarise
 from aunce_bench.protocols import plan_runs
-from aunce_bench.report import aggregate
+from aunce_bench.report import aggregate, build
 from aunce_bench.report.aggregate import leaderboards
 from aunce_bench.results import ResultStore
 from aunce_bench.specs import PaperReference, load_method, load_protocol
@@ -276,6 +276,21 @@ def test_chance_row_is_the_all_positive_predictor(synthetic):
     assert board["chance"]["per_au_f1"]["AU12"] == pytest.approx(np.mean([2 * p / (1 + p) for p in rates]))
     html = (out / "index.html").read_text()
     assert html.count("all-positive predictor") == 4  # one labelled chance row per leaderboard
+
+
+def _board(*values):
+    """A one-AU leaderboard whose measured rows score `values` (mean and AU1 alike)."""
+    rows = [aggregate.MethodRow(f"m{i}", [], aggregate.Stat(v, None, 1), {"AU1": v}) for i, v in enumerate(values)]
+    return aggregate.Leaderboard(aggregate.Setting("p", "quick", "t", False), ["AU1"], 0.5, rows, {"AU1": None, "mean": None})
+
+
+def test_best_is_marked_only_where_a_value_beats_another():
+    assert _board(0.0, 0.0, 0.0).best("AU1") is None  # every method at 0: no best
+    assert _board(0.4, 0.4).best("mean") is None and _board(0.7).best("AU1") is None
+    assert _board(0.5, 0.5, 0.2).best("AU1") == 0.5 and _board(0.0, None, 0.1).best("AU1") == 0.1
+    leaderboard = build.environment().get_template("macros.html.j2").module.leaderboard
+    assert 'class="best"' not in str(leaderboard(_board(0.0, 0.0), 1000))
+    assert str(leaderboard(_board(0.5, 0.5, 0.2), 1000)).count('class="best"') == 2 * 2  # tied rows, mean and AU1
 
 
 def test_noise_pose_and_cross_aggregates(synthetic):

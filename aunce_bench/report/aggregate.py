@@ -116,10 +116,11 @@ class Leaderboard:
     reported: list[ReportedRow] = field(default_factory=list)
 
     def best(self, column: str) -> float | None:
-        """The highest measured value of a column ("mean" or an AU)."""
+        """The highest measured value of a column ("mean" or an AU), which the page marks; None where no value
+        beats another (one row, or every row equal, e.g. all 0). Rows tied at the top are all best."""
         values = [row.f1.mean if column == "mean" else row.per_au.get(column) for row in self.rows]
         values = [v for v in values if v is not None]
-        return max(values) if values else None
+        return max(values) if values and max(values) > min(values) else None
 
     def to_dict(self) -> dict:
         """Plain JSON: the leaderboard exports and the data embedded in the HTML report."""
