@@ -15,13 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.ndimage import gaussian_filter1d
 
-from aunce_bench.data.index import FrameIndex, frame_features, is_complete
 from aunce_bench.data.synth.face import expressive_landmarks, neutral_landmarks, sample_identity
 from aunce_bench.data.synth.label_stats import RENDERED_AUS
 from aunce_bench.data.synth.labels import LabelProcess
@@ -30,6 +29,9 @@ from aunce_bench.data.synth.render import Pose, encode_jpeg, render_face
 from aunce_bench.data.workers import process_pool
 from aunce_bench.errors import UserError
 from aunce_bench.paths import check_writable, default_cache_root
+
+if TYPE_CHECKING:  # the module is imported in the functions that need it: it imports HF datasets (0.6 s),
+    from aunce_bench.data.index import FrameIndex  # which labels and faces alone (a report's gallery) do not
 
 # Bump when a change to the face model, renderer or label process changes generated data.
 GENERATOR_VERSION = 1
@@ -195,6 +197,10 @@ def _subject_frames(config: SynthConfig, subject: int) -> tuple[list[_FrameJob],
 def generate(config: SynthConfig, workers: int | None = None,
              progress: Callable[[int, int], None] | None = None) -> FrameIndex:
     """Render a SynthAU FrameIndex in memory; `progress(done, total)` is called per subject."""
+    import datasets
+
+    from aunce_bench.data.index import FrameIndex, frame_features
+
     config = config.resolved()
     profile: Profile = PROFILES[config.profile]
     workers = max(1, workers or os.cpu_count() or 1)
@@ -210,8 +216,6 @@ def generate(config: SynthConfig, workers: int | None = None,
             columns["dataset"].extend([profile.dataset_name] * len(images))
             if progress:
                 progress(subject + 1, config.subjects)
-    import datasets  # deferred: heavy import, only needed once frames exist
-
     features = frame_features(len(profile.labels.labelled_aus), len(RENDERED_AUS))
     frames = datasets.Dataset.from_dict(columns, features=features)
     metadata = {"source": "synthau", "config": config.model_dump(), "fingerprint": config.content_hash(),
@@ -229,6 +233,8 @@ def load_or_generate(config: SynthConfig, out: Path | None = None, workers: int 
 
     Returns (index, folder, reused).
     """
+    from aunce_bench.data.index import FrameIndex, is_complete
+
     config = config.resolved()
     out = Path(out) if out is not None else default_output(config)
     if is_complete(out):

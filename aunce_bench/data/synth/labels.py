@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import integrate, optimize
 from scipy.ndimage import gaussian_filter1d
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from aunce_bench.data.synth.label_stats import RENDERED_AUS, LabelStatistics
 
@@ -62,6 +62,12 @@ _MAX_CHUNK_VALUES = 20_000_000  # bound on noise values held at once by `simulat
 
 
 # ----------------------------------------------------------------------------- statistics helpers
+
+
+def normal_isf(rate):
+    """Phi^-1(1 - rate): the standard normal value exceeded with probability `rate` (what
+    scipy.stats.norm.isf computes, without importing scipy.stats: 0.3 s)."""
+    return -ndtri(rate)
 
 
 def occurrence(intensities: np.ndarray) -> np.ndarray:
@@ -137,7 +143,7 @@ def tetrachoric_correlation(phi_target: float, rate_a: float, rate_b: float) -> 
     """
     if phi_target == 0.0:
         return 0.0
-    ta, tb = norm.isf(rate_a), norm.isf(rate_b)
+    ta, tb = normal_isf(rate_a), normal_isf(rate_b)
     wanted = phi_target * math.sqrt(rate_a * (1 - rate_a) * rate_b * (1 - rate_b))
 
     def density(r: float) -> float:
@@ -223,7 +229,7 @@ def calibrate_kernel_width(base_rate: float, episode_median: float, subject_weig
     log(sigma). Finite sequences cut episodes, so calibrate at the length you generate.
     Cached per argument tuple; takes well under a second.
     """
-    theta = float(norm.isf(base_rate))
+    theta = float(normal_isf(base_rate))
     n_sequences = max(16, math.ceil(_CALIBRATION_FRAMES / n_frames))
     pad_max = _kernel_radius(n_frames)
     rng = np.random.default_rng(CALIBRATION_SEED)
@@ -301,7 +307,7 @@ class LabelProcess:
         self.stats = stats
         self.profile_key = int(profile_key)
         rates = np.array([stats.base_rates[au] for au in RENDERED_AUS])
-        self.thresholds = norm.isf(rates)
+        self.thresholds = normal_isf(rates)
         n_aus = len(RENDERED_AUS)
         latent = np.eye(n_aus)
         for i in range(n_aus):
