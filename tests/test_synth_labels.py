@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal, norm
 
+from aunce_bench.data.synth import labels
 from aunce_bench.data.synth.label_stats import LABEL_STATISTICS, RENDERED_AUS, LabelStatistics
 from aunce_bench.data.synth.labels import (
+    CALIBRATED_KERNEL_WIDTHS,
     LabelProcess,
     SimulatedLabels,
+    calibrate_kernel_width,
     episode_lengths,
     nearest_correlation,
     per_subject_base_rates,
@@ -187,3 +190,17 @@ def test_label_statistics_validation():
     for profile in LABEL_STATISTICS.values():
         assert isinstance(profile, LabelStatistics)
         assert set(profile.labelled_aus) <= set(RENDERED_AUS)
+
+
+@pytest.mark.parametrize("key", sorted(CALIBRATED_KERNEL_WIDTHS))
+def test_shipped_kernel_widths_are_what_calibration_gives(key):
+    assert calibrate_kernel_width(*key) == CALIBRATED_KERNEL_WIDTHS[key]  # exactly: generated data stays the same
+
+
+def test_built_in_profiles_need_no_calibration(monkeypatch):
+    def calibrate(*key):
+        raise AssertionError(f"kernel width {key} is not shipped in CALIBRATED_KERNEL_WIDTHS")
+
+    monkeypatch.setattr(labels, "calibrate_kernel_width", calibrate)
+    for stats in LABEL_STATISTICS.values():
+        assert [labels.kernel_width(stats, au) for au in RENDERED_AUS]

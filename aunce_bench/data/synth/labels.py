@@ -260,6 +260,54 @@ def calibrate_kernel_width(base_rate: float, episode_median: float, subject_weig
     return math.exp(optimize.brentq(log_ratio, a, b, xtol=5e-3))
 
 
+# What `calibrate_kernel_width` returns for the built-in profiles (bp4d, disfa), by its arguments.
+# Calibrating takes about a second per profile in every process that builds their LabelProcess (each
+# generation worker, a report's SynthAU gallery); tests/test_synth_labels.py recalibrates every entry
+# and compares exactly.
+CALIBRATED_KERNEL_WIDTHS: dict[tuple[float, float, float, int], float] = {
+    (0.03, 15.0, 0.3, 4845): 9.725187930197146,
+    (0.04, 20.0, 0.3, 4845): 11.774640435983331,
+    (0.04, 25.0, 0.25, 490): 15.695974116936261,
+    (0.042, 20.0, 0.3, 4845): 12.099252358125344,
+    (0.043, 24.0, 0.3, 4845): 14.778210371412474,
+    (0.05, 20.0, 0.25, 490): 11.788642369161025,
+    (0.05, 22.0, 0.3, 4845): 13.094218055874423,
+    (0.079, 60.0, 0.3, 4845): 33.13542226232002,
+    (0.08, 25.0, 0.3, 4845): 13.116755634012124,
+    (0.088, 19.0, 0.3, 4845): 9.791876757487623,
+    (0.1, 25.0, 0.25, 490): 13.549767284761222,
+    (0.1, 40.0, 0.3, 4845): 22.098140991478903,
+    (0.12, 50.0, 0.3, 4845): 25.68284271072429,
+    (0.129, 71.0, 0.3, 4845): 34.85149517933083,
+    (0.151, 35.0, 0.25, 490): 17.429953274248817,
+    (0.152, 25.0, 0.3, 4845): 11.181271993009036,
+    (0.165, 30.0, 0.25, 490): 14.721850524165543,
+    (0.169, 30.0, 0.25, 490): 14.925194043209865,
+    (0.171, 34.0, 0.25, 490): 16.662253009646108,
+    (0.203, 32.0, 0.25, 490): 15.10109603183742,
+    (0.211, 32.0, 0.25, 490): 14.691074453757738,
+    (0.277, 69.0, 0.3, 4845): 26.646869014945434,
+    (0.343, 40.0, 0.25, 490): 15.977955946941716,
+    (0.35, 60.0, 0.25, 490): 26.197517106433878,
+    (0.461, 110.0, 0.25, 490): 41.939349104694514,
+    (0.466, 70.0, 0.25, 490): 25.937173113082526,
+    (0.549, 77.0, 0.25, 490): 26.16568126796024,
+    (0.562, 123.0, 0.25, 490): 40.769671208382064,
+    (0.594, 100.0, 0.25, 490): 33.58722806857323,
+}
+
+
+def kernel_width(stats: LabelStatistics, au: int) -> float:
+    """`calibrate_kernel_width` for an AU of a profile; looked up when in `CALIBRATED_KERNEL_WIDTHS`."""
+    key = (
+        float(stats.base_rates[au]),
+        float(stats.episode_median[au]),
+        float(stats.subject_weight),
+        int(stats.frames_per_sequence),
+    )
+    return CALIBRATED_KERNEL_WIDTHS[key] if key in CALIBRATED_KERNEL_WIDTHS else calibrate_kernel_width(*key)
+
+
 # ---------------------------------------------------------------------------------- the process
 
 
@@ -298,9 +346,10 @@ class LabelProcess:
         profile_key: integer mixed into every random key, distinct per profile, so that two
             profiles never share random numbers for the same seed.
 
-    Construction calibrates the kernel widths (about a second the first time in a process,
-    cached afterwards). Attributes of interest, all in `RENDERED_AUS` order: `thresholds`,
-    `latent_correlation` (R), `subject_correlation` (R_u), `noise_correlation`, `kernel_widths`.
+    Construction calibrates the kernel widths (about a second the first time in a process, cached
+    afterwards) unless they are shipped (`CALIBRATED_KERNEL_WIDTHS`: the built-in profiles).
+    Attributes of interest, all in `RENDERED_AUS` order: `thresholds`, `latent_correlation` (R),
+    `subject_correlation` (R_u), `noise_correlation`, `kernel_widths`.
     """
 
     def __init__(self, stats: LabelStatistics, profile_key: int) -> None:
@@ -315,17 +364,7 @@ class LabelProcess:
                 target = stats.phi_target(RENDERED_AUS[i], RENDERED_AUS[j])
                 latent[i, j] = latent[j, i] = tetrachoric_correlation(target, rates[i], rates[j])
         self.latent_correlation = nearest_correlation(latent)
-        self.kernel_widths = np.array(
-            [
-                calibrate_kernel_width(
-                    float(stats.base_rates[au]),
-                    float(stats.episode_median[au]),
-                    float(stats.subject_weight),
-                    int(stats.frames_per_sequence),
-                )
-                for au in RENDERED_AUS
-            ]
-        )
+        self.kernel_widths = np.array([kernel_width(stats, au) for au in RENDERED_AUS])
         overlap = kernel_overlap(self.kernel_widths)
         self.noise_correlation = nearest_correlation(self.latent_correlation / overlap)
         # The temporal part reaches correlation noise * overlap, short of R where the projection
