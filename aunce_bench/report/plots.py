@@ -134,14 +134,34 @@ def _annotate(axes, values: np.ndarray, threshold: float) -> None:
                       color="white" if value < threshold else "black")
 
 
+def _axes_at(figure: Figure, left: float, bottom: float, width: float, height: float):
+    """Axes placed at a box given in inches from the figure's lower left corner."""
+    figure_width, figure_height = figure.get_size_inches()
+    return figure.add_axes((left / figure_width, bottom / figure_height, width / figure_width,
+                            height / figure_height))
+
+
+def _heatmap_figure(panels: int, rows: int, columns: int, cell: float, left: float, bottom: float, top: float,
+                    gap: float) -> tuple[Figure, list, object]:
+    """A row of heatmap panels of rows x columns square cells of `cell` inches and a colour bar right of them,
+    laid out in inches: (figure, panel axes, colour bar axes). A fixed layout needs no measuring: a constrained
+    layout more than doubled a heatmap's drawing time."""
+    width, height = columns * cell, rows * cell
+    colour_bar = (0.25, 0.15, 0.75)  # gap, bar, ticks and label
+    figure = Figure(figsize=(left + panels * width + (panels - 1) * gap + sum(colour_bar), bottom + height + top))
+    axes = [_axes_at(figure, left + i * (width + gap), bottom, width, height) for i in range(panels)]
+    right = left + panels * width + (panels - 1) * gap
+    bar = _axes_at(figure, right + colour_bar[0], bottom + 0.05 * height, colour_bar[1], 0.9 * height)
+    return figure, axes, bar
+
+
 @_styled
 def pose_heatmaps(grid: PoseGrid) -> Figure:
     """Mean F1 (%) per yaw x pitch bin, one panel per method, on one colour scale."""
     values = 100 * np.stack(list(grid.methods.values()))
     low, high = float(np.nanmin(values)), float(np.nanmax(values))
-    figure = Figure(figsize=(0.5 * len(grid.yaws) * len(grid.methods) + 1.6, 0.45 * len(grid.pitches) + 1.2),
-                    layout="constrained")
-    panels = figure.subplots(1, len(grid.methods), squeeze=False)[0]
+    figure, panels, bar = _heatmap_figure(len(grid.methods), len(grid.pitches), len(grid.yaws), cell=0.45,
+                                          left=0.75, bottom=0.6, top=0.3, gap=0.5)
     for axes, method, scores in zip(panels, grid.methods, values):
         image = axes.imshow(scores, cmap="viridis", vmin=low, vmax=high)
         _annotate(axes, scores, (low + high) / 2)
@@ -151,26 +171,25 @@ def pose_heatmaps(grid: PoseGrid) -> Figure:
         axes.set_title(_text(method), fontsize=9)
         axes.grid(False)
     panels[0].set_ylabel("pitch (°)")
-    figure.colorbar(image, ax=list(panels), label="mean F1 (%)", shrink=0.9)
+    figure.colorbar(image, cax=bar, label="mean F1 (%)")
     return figure
 
 
 @_styled
 def phi_heatmap(stats: LabelStats) -> Figure:
     """Pairwise phi correlations of the AU labels (-1 blue .. +1 red)."""
-    size = 0.42 * len(stats.aus) + 1.4
-    figure = Figure(figsize=(size + 0.8, size), layout="constrained")
-    axes = figure.subplots()
-    phi = np.where(np.eye(len(stats.aus), dtype=bool), np.nan, stats.phi)  # the diagonal (1) is left blank
+    n = len(stats.aus)
+    figure, [axes], bar = _heatmap_figure(1, n, n, cell=0.42, left=0.6, bottom=0.6, top=0.15, gap=0.0)
+    phi = np.where(np.eye(n, dtype=bool), np.nan, stats.phi)  # the diagonal (1) is left blank
     image = axes.imshow(phi, cmap="RdBu_r", vmin=-1, vmax=1)
     for (i, j), value in np.ndenumerate(phi):
         if not np.isnan(value):
             axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
                       color="white" if abs(value) > 0.6 else "black")
-    axes.set_xticks(range(len(stats.aus)), stats.aus, rotation=90)
-    axes.set_yticks(range(len(stats.aus)), stats.aus)
+    axes.set_xticks(range(n), stats.aus, rotation=90)
+    axes.set_yticks(range(n), stats.aus)
     axes.grid(False)
-    figure.colorbar(image, ax=axes, label="phi", shrink=0.8)
+    figure.colorbar(image, cax=bar, label="phi")
     return figure
 
 
