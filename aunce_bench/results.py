@@ -129,6 +129,12 @@ def _column(values: Any) -> pa.Array:
     raise ValueError(f"prediction columns must be 1-D or 2-D arrays, got shape {array.shape}")
 
 
+def column_array(table: pa.Table, name: str) -> np.ndarray:
+    """A numeric prediction column (no nulls) as a NumPy array, through DLPack: pyarrow's to_numpy() imports
+    pandas, a third of a second that a report does not otherwise spend."""
+    return np.from_dlpack(table.column(name).combine_chunks())
+
+
 class ResultStore:
     """Runs, per-AU metrics, noise rates and predictions of one results database."""
 

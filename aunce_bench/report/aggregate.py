@@ -22,7 +22,7 @@ from aunce_bench.data.noise import CLEAN, NoiseSpec
 from aunce_bench.errors import UserError
 from aunce_bench.metrics import MISSING_LABEL, chance_au_f1, summarise
 from aunce_bench.report.bootstrap import RESAMPLES, Interval, paired_difference, subject_counts
-from aunce_bench.results import ResultStore
+from aunce_bench.results import ResultStore, column_array
 from aunce_bench.specs import PaperReference, list_methods, list_protocols, load_method, load_protocol
 
 POSE_GROUP = re.compile(r"pose:yaw([+-]?\d+)_pitch([+-]?\d+)")
@@ -437,7 +437,7 @@ def label_stats(runs: list[dict], store: ResultStore) -> list[LabelStats]:
         columns = ["subject", *(f"label_{au}" for au in aus)]  # a run may lack some: read what it has
         tables = [_predictions(store, run["run_id"], columns) for run in tests]
         labels = np.concatenate([
-            np.stack([table.column(f"label_{au}").to_numpy() if f"label_{au}" in table.column_names
+            np.stack([column_array(table, f"label_{au}") if f"label_{au}" in table.column_names
                       else np.full(table.num_rows, MISSING_LABEL) for au in aus], axis=1) for table in tables
         ])
         subjects = {s for table in tables for s in table.column("subject").to_pylist()}

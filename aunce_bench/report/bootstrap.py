@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from aunce_bench.metrics import MISSING_LABEL
+from aunce_bench.results import column_array
 
 RESAMPLES = 1000
 LEVEL = 0.95
@@ -50,8 +51,8 @@ def subject_counts(table: pa.Table, aus: Sequence[str], threshold: float, subjec
     index = np.fromiter((position[name] for name in frames), dtype=np.int64, count=len(frames))
     counts = np.zeros((len(subjects), len(aus), 3))
     for k, au in enumerate(aus):
-        predicted = table.column(f"prob_{au}").to_numpy() >= threshold
-        label = table.column(f"label_{au}").to_numpy()
+        predicted = column_array(table, f"prob_{au}") >= threshold
+        label = column_array(table, f"label_{au}")
         truth, valid = label == 1, label != MISSING_LABEL
         for c, hit in enumerate((predicted & truth, predicted & ~truth & valid, ~predicted & truth)):
             counts[:, k, c] = np.bincount(index, weights=hit, minlength=len(subjects))
