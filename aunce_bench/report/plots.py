@@ -62,7 +62,7 @@ def method_colours(methods: list[str]) -> dict[str, str]:
 def svg(figure: Figure) -> str:
     """The figure as an <svg> element to inline in HTML (no XML prolog; scales with its container)."""
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg")
+    figure.savefig(buffer, format="svg", metadata={"Date": None})  # undated: a page rebuilds byte for byte
     text = buffer.getvalue()
     return text[text.index("<svg"):]
 
