@@ -15,6 +15,11 @@ budgets:
   full: *tiny
 """
 
+# The same easy data labelled with two frequent AUs with strong cues (smile, cheek raiser): where contrastive
+# pretraining from scratch learns within a test's budget (rare AUs need far more; README, "AUNCE at CPU budgets").
+TINY_FREQUENT_PROTOCOL = TINY_PROTOCOL.replace("name: tiny_easy", "name: tiny_easy_frequent").replace(
+    "aus: [4, 12]", "aus: [6, 12]")
+
 TINY_METHODS = {
     "tiny_wce": """\
 name: tiny_wce
@@ -27,7 +32,7 @@ train: {optimizer: adamw, lr: 2.0e-3, weight_decay: 1.0e-4, batch_size: 32, epoc
 name: tiny_aunce
 recipe: contrastive_probe
 model: {backbone: resnet18, graph: true, dim: 64}
-loss: {name: aunce, temperature: 0.5}
+loss: {name: aunce, temperature: 0.5, positive_probs: [0.0, 1.0, 0.0]}   # as the CPU budgets of aunce.yaml
 train: {optimizer: adamw, lr: 2.0e-3, weight_decay: 1.0e-6, batch_size: 32, epochs: 8}
 probe: {optimizer: adam, lr: 1.0e-2, weight_decay: 1.0e-6, batch_size: 128, epochs: 60}
 """,
@@ -44,9 +49,10 @@ def isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_specs(tmp_path_factory):
-    """Paths of the tiny protocol and tiny methods."""
+    """Paths of the tiny protocols and tiny methods."""
     folder = tmp_path_factory.mktemp("specs")
     (folder / "tiny_easy.yaml").write_text(TINY_PROTOCOL)
+    (folder / "tiny_easy_frequent.yaml").write_text(TINY_FREQUENT_PROTOCOL)
     for name, text in TINY_METHODS.items():
         (folder / f"{name}.yaml").write_text(text)
     return folder
