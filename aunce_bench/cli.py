@@ -405,6 +405,9 @@ def _noise_table(curve) -> Table:
                  for s in stats]
         drops = [curve.drop(method, i) for i in range(1, len(curve.levels))]
         table.add_row(method, *cells, *(f"{d:+.3f}" if d is not None else "–" for d in drops))
+    if curve.chance is not None:
+        table.add_row("chance (all-positive)", *[f"{curve.chance:.3f}"] * len(curve.levels),
+                      *["–"] * (len(curve.levels) - 1), style="italic")
     return table
 
 

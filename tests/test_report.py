@@ -201,8 +201,11 @@ def test_noise_curve_reuses_stored_runs_and_prints_the_table(tiny):
     assert re.search(row, result.output)
     noisy = [run for run in ResultStore(db).runs() if run["noise"] == "symmetric:0.2"]
     assert len(noisy) == 1 and noisy[0]["fold"] == 1 and noisy[0]["status"] == "done"
+    chance = noisy[0]["chance_f1"]  # test labels stay clean: the same all-positive F1 at every rate
+    assert re.search(rf"chance \(all-positive\)\s+│\s+{chance:.3f}\s+│\s+{chance:.3f}", result.output)
     html = next((folder / "curves").glob("noise_curve_tiny_easy_quick_symmetric.html")).read_text()
     assert "<svg" in html and "drop at 0.2" in html
+    assert html.count(f"<td>{100 * chance:.1f}</td>") == 2 and "all-positive predictor" in html
     png = folder / "curves" / "noise_curve_tiny_easy_quick_symmetric.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

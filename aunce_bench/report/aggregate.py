@@ -292,6 +292,7 @@ class NoiseCurve:
     kind: str
     levels: list[float]
     points: dict[str, list[Stat]]  # method -> one Stat per level
+    chance: float | None  # every AU predicted present on the same (clean) test labels, at every level
 
     def drop(self, method: str, level: int) -> float | None:
         """Clean mean F1 minus the mean F1 at `levels[level]`."""
@@ -313,7 +314,8 @@ def noise_curves(runs: list[dict]) -> list[NoiseCurve]:
             points = {method: [Stat.of(run["mean_f1"] for level, run in chosen
                                        if run["method"] == method and level == at) for at in levels]
                       for method in methods}
-            curves.append(NoiseCurve(setting, kind, levels, points))
+            chance = Stat.of(run["chance_f1"] for run in _test_sets([run for _, run in chosen])).mean
+            curves.append(NoiseCurve(setting, kind, levels, points, chance))
     return curves
 
 

@@ -119,6 +119,8 @@ def noise_figure(curves: list[NoiseCurve], colours: dict[str, str]) -> Figure:
             spread = [np.nan if stat.std is None else 100 * stat.std for _, stat in shown]  # no bar for one run
             axes.errorbar([level for level, _ in shown], [100 * stat.mean for _, stat in shown], yerr=spread,
                           marker="o", capsize=3, label=_text(method), color=colours[method])
+        if curve.chance is not None:
+            axes.axhline(100 * curve.chance, color="grey", linestyle="--", linewidth=1, label="chance (all-positive)")
         axes.set_xticks(curve.levels)
         axes.set_xlabel(f"{_text(curve.kind)} noise rate (training labels)")
         axes.set_ylabel("mean F1 (%)")
