@@ -90,7 +90,8 @@ def _legend_right(figure: Figure, panels: list, left: float = 0.65, gap: float =
 def per_au_bars(board: Leaderboard, colours: dict[str, str]) -> Figure:
     """Grouped bars: F1 per AU, one bar per measured method; chance F1 per AU as a dashed tick."""
     aus, rows = board.aus, board.rows
-    figure = Figure(figsize=(min(10.0, 1.2 + 0.1 * len(aus) * (len(rows) + 1)), 2.6))
+    per_au = max(0.45, 0.1 * (len(rows) + 1))  # inches: room for the bars and an "AU10" label
+    figure = Figure(figsize=(min(12.0, 1.2 + per_au * len(aus)), 2.6))
     axes = figure.subplots()
     x = np.arange(len(aus))
     width = 0.8 / len(rows)
