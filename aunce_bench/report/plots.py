@@ -199,9 +199,10 @@ def phi_heatmap(stats: LabelStats) -> Figure:
 def gallery_jpeg(config: dict, fingerprint: str) -> str:
     """Sample SynthAU faces of a run's data settings, captioned with their active AUs, as base64 JPEG.
 
-    Rendering calibrates the profile's label process (about a second), so the image, deterministic for a
-    configuration, is kept in the cache (`$AUNCE_BENCH_CACHE`/gallery) under the run's data fingerprint. JPEG at
-    quality 90: the noisy faces take a fifth of their PNG size, and the page carries the image inline.
+    Rendering builds the profile's label process and faces (imports and work a report need not repeat), so
+    the image, deterministic for a configuration, is kept in the cache (`$AUNCE_BENCH_CACHE`/gallery) under
+    the run's data fingerprint. JPEG at quality 90: the noisy faces take a fifth of their PNG size, and the
+    page carries the image inline.
     """
     rows, columns = GALLERY_SHAPE
     cached = default_cache_root() / "gallery" / f"{config['profile']}-{fingerprint[:16]}-{rows}x{columns}.jpg"
