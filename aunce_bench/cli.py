@@ -29,7 +29,8 @@ console = Console()
 _OPTION_OF_FIELD = {
     "profile": "--profile", "subjects": "--subjects", "sequences_per_subject": "--sequences",
     "frames_per_sequence": "--frames", "frame_stride": "--stride", "image_size": "--size", "seed": "--seed",
-    "occurrence_threshold": "--threshold", "pose": "--pose", "difficulty": "--difficulty",
+    "occurrence_threshold": "--threshold", "pose": "--pose", "difficulty": "--difficulty", "crop_size": "--size",
+    "objective": "--objective",
 }
 
 
@@ -130,6 +131,20 @@ def _db_path(db: Optional[Path]) -> Path:
 
 
 _DATA_ROOT_HELP = "where prepared datasets live (default $AUNCE_BENCH_DATA or ~/.cache/aunce_bench/data)"
+_INIT_HELP = ("backbone initialisation: scratch, imagenet (timm's weights), synthface (the embedded SynthFace "
+              "backbone) or checkpoint:PATH; default: the method's, else the protocol budget's")
+
+
+def _init(text: str | None) -> str | None:
+    """--init as given, if it parses."""
+    from aunce_bench.specs import Init
+
+    if text is None:
+        return None
+    try:
+        return str(Init.parse(text))
+    except ValueError as error:
+        raise UserError(f"invalid --init: {error}")
 
 
 @app.command()
@@ -145,6 +160,7 @@ def run(
     selection: Annotated[Optional[str], typer.Option(
         help="model selection: strict (validation subjects) or official (last epoch, as published); "
              "default: the protocol's")] = None,
+    init: Annotated[Optional[str], typer.Option(help=_INIT_HELP)] = None,
     db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
@@ -165,8 +181,9 @@ def run(
         method_spec, protocol_spec = load_method(method), load_protocol(protocol)
         budget = budget or protocol_spec.default_budget
         runs = plan_runs(method_spec, protocol_spec, budget, _int_list(folds, "--folds"),
-                         _int_list(seeds, "--seeds") or [0], parse_noise(noise), data_root, selection)
-        outcomes = _execute(runs, ResultStore(_db_path(db)), torch_device, data_root)
+                         _int_list(seeds, "--seeds") or [0], parse_noise(noise), data_root, selection, _init(init))
+        store = ResultStore(_db_path(db))
+        outcomes = _execute(runs, store, torch_device, data_root)
         print_run_summary(console, method_spec.name, protocol_spec.name, budget, outcomes)
         _exit_if_failed(outcomes)
 
@@ -343,6 +360,7 @@ def noise_curve(
     out: Annotated[Path, typer.Option(help="output folder of the plot (PNG) and table (HTML)")] = Path("reports"),
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
+    init: Annotated[Optional[str], typer.Option(help=_INIT_HELP)] = None,
 ) -> None:
     """Run methods at several label-noise rates (reusing stored runs), then plot and tabulate mean F1 per rate."""
     from aunce_bench.data.noise import CLEAN, NOISE_MODELS, NoiseSpec
@@ -372,7 +390,8 @@ def noise_curve(
         fold_list, seed_list = _int_list(folds, "--folds"), _int_list(seeds, "--seeds") or [0]
         runs = [run for method_spec in method_specs for rate in rates
                 for run in plan_runs(method_spec, protocol_spec, budget, fold_list, seed_list,
-                                     NoiseSpec(CLEAN, 0.0) if rate == 0 else NoiseSpec(noise_type, rate), data_root)]
+                                     NoiseSpec(CLEAN, 0.0) if rate == 0 else NoiseSpec(noise_type, rate), data_root,
+                                     init=_init(init))]
         store = ResultStore(_db_path(db))
         outcomes = _execute(runs, store, torch_device, data_root)
         planned = {run.run_id for run in runs}
@@ -409,6 +428,77 @@ def _noise_table(curve) -> Table:
         table.add_row("chance (all-positive)", *[f"{curve.chance:.3f}"] * len(curve.levels),
                       *["–"] * (len(curve.levels) - 1), style="italic")
     return table
+
+
+init_app = typer.Typer(no_args_is_help=True, help="Backbone initialisations: list, show and build SynthFace backbones.")
+app.add_typer(init_app, name="init")
+
+
+@init_app.command("list")
+def init_list() -> None:
+    """The SynthFace builds in the cache, newest first."""
+    from aunce_bench.synthface import cached_builds, synthface_root
+
+    with _user_errors():
+        cards = cached_builds()
+        table = Table(title=f"SynthFace builds in {synthface_root()}")
+        for column in ("name", "objective", "input px", "pool frames", "epochs", "loss first -> final", "build s",
+                       "built at"):
+            table.add_column(column)
+        for card in cards:
+            losses = card["losses"]
+            table.add_row(card["name"], card["objective"], str(card["config"]["crop_size"]), str(card["pool"]["frames"]),
+                          str(card["epochs"]), f"{losses['first_epoch']:.3f} -> {losses['final_epoch']:.3f}",
+                          f"{card['wall_s']['total']:.0f}", card["built_at"])
+        console.print(table)
+        if not cards:
+            console.print("none yet: a run with --init synthface builds one, or 'aunce-bench init build'")
+
+
+@init_app.command("show")
+def init_show(name: Annotated[str, typer.Argument(help="a build's name (or its start), from 'aunce-bench init list'")]
+              ) -> None:
+    """Print the model card of a SynthFace build (JSON)."""
+    import json
+
+    from aunce_bench.synthface import cached_builds
+
+    with _user_errors():
+        cards = cached_builds()
+        found = [card for card in cards if card["name"].startswith(name)]
+        if len(found) != 1:
+            known = ", ".join(card["name"] for card in cards) or "none"
+            raise UserError(f"{'no' if not found else 'more than one'} SynthFace build named '{name}'; known: {known}")
+        typer.echo(json.dumps(found[0], indent=2))
+
+
+@init_app.command("build")
+def init_build(
+    backbone: Annotated[str, typer.Option(help="timm backbone name")] = "resnet18",
+    size: Annotated[Optional[int], typer.Option(help="network input size in pixels (default: the protocol budget's "
+                                                     "crop size)")] = None,
+    objective: Annotated[str, typer.Option(help="landmarks (3D landmarks + head pose) or simclr")] = "landmarks",
+    protocol: Annotated[str, typer.Option(help="protocol whose budget sets the input size")] = "synth_bp4d_3fold",
+    quick: Annotated[bool, typer.Option("--quick", help="the protocol's quick budget")] = False,
+    budget: Annotated[Optional[str], typer.Option(help="quick, standard or full (default: standard)")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+) -> None:
+    """Build a SynthFace backbone ahead of time (runs with --init synthface build it on first use)."""
+    from aunce_bench.console import RichProgress
+    from aunce_bench.specs import load_protocol
+    from aunce_bench.synthface import SynthFaceConfig, ensure_synthface, read_card
+
+    with _user_errors():
+        if size is None:
+            spec = load_protocol(protocol)
+            size = spec.budget("quick" if quick else budget or spec.default_budget).crop_size
+        config = SynthFaceConfig(backbone=backbone, crop_size=size, objective=objective)
+        torch_device = _torch_device(device)
+        with RichProgress(console, total_runs=None) as progress:
+            folder, built = ensure_synthface(config, torch_device, progress)
+        card = read_card(folder)
+        console.print(f"{'built' if built else 'already built'} {card['name']}: loss {card['losses']['first_epoch']:.3f} -> {card['losses']['final_epoch']:.3f} "
+                      f"over {card['epochs']} epochs, built in {card['wall_s']['total']:.0f} s; {folder}")
 
 
 @app.command("list")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBars, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -13,10 +15,11 @@ from aunce_bench.training.common import Progress
 class RichProgress(Progress):
     """Three bars: runs, epochs of the current stage, batches of the current epoch."""
 
-    def __init__(self, console: Console, total_runs: int):
-        self.bars = RichBars(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+    def __init__(self, console: Console, total_runs: int | None):
+        """`total_runs` None hides the runs bar (a single stage, e.g. a SynthFace build)."""
+        self.bars = RichBars(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
                              TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
-        self.runs = self.bars.add_task("runs", total=total_runs, info="")
+        self.runs = self.bars.add_task("runs", total=total_runs, info="", visible=total_runs is not None)
         self.epochs = self.bars.add_task("epochs", total=None, info="", visible=False)
         self.batches = self.bars.add_task("batches", total=None, info="", visible=False)
 
@@ -46,18 +49,56 @@ class RichProgress(Progress):
         self.bars.reset(self.batches, total=self.bars.tasks[self.batches].total, info="")
 
 
+# A test base rate this many times the training one (or its inverse) is a label-prior shift worth a note.
+PRIOR_SHIFT = 2.0
+
+
 def print_run_summary(console: Console, method: str, protocol: str, budget: str, outcomes: list) -> None:
-    table = Table(title=f"{method} on {protocol} ({budget} budget)")
-    for column in ("fold", "seed", "noise", "status", "mean F1", "chance F1", "wall s"):
-        table.add_column(column, justify="right" if column in ("seed", "mean F1", "chance F1", "wall s") else "left")
+    """Per run: mean F1, chance F1 and mean AUC; then the AUs' train and test base rates, and a note per
+    test set whose base rates shifted from the training ones."""
+    inits = sorted({o.run.init for o in outcomes})
+    table = Table(title=f"{method} on {protocol} ({budget} budget), init {', '.join(inits)}")
+    for column in ("fold", "seed", "noise", "status", "mean F1", "chance F1", "mean AUC", "wall s"):
+        table.add_column(column, justify="left" if column in ("fold", "noise", "status") else "right")
     for outcome in outcomes:
         run = outcome.run
-        cells = [f"{v:.3f}" if v is not None else "" for v in (outcome.mean_f1, outcome.chance_f1)]
+        cells = [f"{v:.3f}" if v is not None else "" for v in (outcome.mean_f1, outcome.chance_f1, outcome.mean_auc)]
         wall = f"{outcome.wall_s:.0f}" if outcome.wall_s is not None else ""
         table.add_row(run.fold_name, str(run.seed), run.noise, outcome.status, *cells, wall)
     done = [o for o in outcomes if o.status == "done"]
     if len(done) > 1:
         f1_mean, f1_std = summarise([o.mean_f1 for o in done])
         chance_mean, _ = summarise([o.chance_f1 for o in done])
-        table.add_row("mean", "", "", f"{len(done)} runs", f"{f1_mean:.3f} ± {f1_std:.3f}", f"{chance_mean:.3f}", "")
+        auc_mean, _ = summarise([o.mean_auc for o in done if o.mean_auc is not None])
+        table.add_row("mean", "", "", f"{len(done)} runs", f"{f1_mean:.3f} ± {f1_std:.3f}", f"{chance_mean:.3f}",
+                      f"{auc_mean:.3f}", "")
     console.print(table)
+    first_per_fold = {o.run.fold_name: o for o in reversed(done)}
+    if first_per_fold:
+        _print_base_rates(console, [first_per_fold[name] for name in sorted(first_per_fold)])
+
+
+def _print_base_rates(console: Console, outcomes: list) -> None:
+    """One row per AU: per fold its train -> test base rate (share of labelled frames with the AU present) and F1."""
+    table = Table(title="base rates, train -> test, and F1 per AU")
+    table.add_column("AU")
+    for outcome in outcomes:
+        table.add_column(f"{outcome.run.fold_name} rate", justify="right")
+        table.add_column("F1", justify="right")
+    for au in outcomes[0].per_au:
+        cells = []
+        for outcome in outcomes:
+            m = outcome.per_au.get(au)
+            cells += ["", ""] if m is None else [f"{m['train_rate']:.2f} -> {m['test_rate']:.2f}", f"{m['f1']:.2f}"]
+        table.add_row(au, *cells)
+    console.print(table)
+    for outcome in outcomes:
+        shifts = [(au, m["train_rate"], m["test_rate"]) for au, m in outcome.per_au.items()
+                  if min(m["train_rate"], m["test_rate"]) > 0
+                  and max(m["test_rate"] / m["train_rate"], m["train_rate"] / m["test_rate"]) >= PRIOR_SHIFT]
+        if shifts:
+            au, train, test = max(shifts, key=lambda s: abs(math.log(s[2] / s[1])))
+            console.print(f"note: {outcome.run.fold_name}: test base rates differ from the training ones ({au} {train:.2f} "
+                          f"-> {test:.2f}; {len(shifts)} AU(s) by {PRIOR_SHIFT:g}x or more). A classifier fitted to the "
+                          f"training prior {'under' if test > train else 'over'}-predicts such AUs at the 0.5 threshold "
+                          "(low recall, or low precision): F1 then moves with the prior, AUC does not.")

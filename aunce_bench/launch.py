@@ -35,6 +35,12 @@ class RunOutcome:
     chance_f1: float | None = None
     wall_s: float | None = None
     error: str | None = None
+    per_au: dict[str, dict[str, float]] | None = None  # AU -> f1, auc, precision, recall, train_rate, test_rate
+
+    @property
+    def mean_auc(self) -> float | None:
+        values = [m["auc"] for m in (self.per_au or {}).values() if not np.isnan(m["auc"])]
+        return float(np.mean(values)) if values else None
 
 
 def _versions() -> dict[str, str]:
@@ -78,6 +84,12 @@ def run_frames(config: dict, subjects: list[str], aus: list[int], root: Path) ->
                        pose_bins=prepared.pose_bins, occurrence_threshold=prepared.occurrence_threshold)
 
 
+def rate(labels: np.ndarray) -> float:
+    """Share of frames with the AU present among those labelled (NaN where none is)."""
+    known = labels >= 0
+    return float(labels[known].mean()) if known.any() else float("nan")
+
+
 def _dataset(config: dict) -> str:
     return config.get("dataset") or config["profile"]
 
@@ -95,7 +107,8 @@ def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress
     store.start_run(run.run_id, method=run.method.name, protocol=run.protocol, dataset=_dataset(run.test_data),
                     budget=run.budget, fold=run.fold, seed=run.seed, noise=run.noise, spec=run.model_dump(mode="json"),
                     provenance={"versions": _versions(), "git_revision": _git_revision(),
-                                "device": _device_name(device), "selection": run.selection})
+                                "device": _device_name(device), "selection": run.selection,
+                                "init": {"init": run.init, "weights": run.init_hash}})
     try:
         pool = run_frames(run.train_data, run.train_subjects, run.aus, root)
         noise = NoiseSpec.parse(run.noise)
@@ -137,9 +150,12 @@ def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress
                                "train_images_per_s": info.get("images_seen", 0) / max(train_s, 1e-9),
                                "frames": {"train": len(train), "val": 0 if val is None else len(val),
                                           "test": len(test)},
-                               "training": info},
+                               "training": info, "init": {**recipe.init_provenance, "weights": run.init_hash}},
         )
-        return RunOutcome(run, "done", mean_f1(metrics["all"]), chance_f1(test.labels, au_names), wall_s)
+        per_au = {name: {"f1": m.f1, "auc": m.auc, "precision": m.precision, "recall": m.recall,
+                         "train_rate": rate(train.labels[:, k]), "test_rate": rate(test.labels[:, k])}
+                  for k, (name, m) in enumerate(metrics["all"].items())}
+        return RunOutcome(run, "done", mean_f1(metrics["all"]), chance_f1(test.labels, au_names), wall_s, per_au=per_au)
     except TrainingDiverged as error:
         store.fail_run(run.run_id, str(error), time.perf_counter() - started)
         return RunOutcome(run, "failed", error=str(error), wall_s=time.perf_counter() - started)
@@ -149,8 +165,18 @@ def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress
         raise
 
 
+def _build_inits(runs: list[RunSpec], device: torch.device, progress: Progress) -> None:
+    """Build the SynthFace backbones the runs start from before the first run, so that no run's wall time
+    includes a build."""
+    from aunce_bench.synthface import ensure_synthface, synthface_config
+
+    for backbone, crop in sorted({(run.method.model.backbone, run.crop_size) for run in runs if run.init == "synthface"}):
+        ensure_synthface(synthface_config(backbone, crop), device, progress)
+
+
 def execute(runs: list[RunSpec], store: ResultStore, device: torch.device, progress: Progress,
             on_skip=lambda run: None, root: Path | None = None) -> list[RunOutcome]:
+    _build_inits([run for run in runs if store.status(run.run_id) != "done"], device, progress)
     outcomes = []
     for run in runs:
         if store.status(run.run_id) == "done":

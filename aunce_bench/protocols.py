@@ -18,7 +18,7 @@ from aunce_bench.data.prepared import PreparedConfig, data_root, prepared_info
 from aunce_bench.data.synth.generate import SynthConfig, subject_names
 from aunce_bench.data.synth.profiles import PROFILES
 from aunce_bench.errors import UserError
-from aunce_bench.specs import Budget, DataSpec, MethodSpec, ProtocolSpec, RunSpec
+from aunce_bench.specs import DEFAULT_INIT, Budget, DataSpec, MethodSpec, ProtocolSpec, RunSpec
 
 DataConfig = SynthConfig | PreparedConfig
 
@@ -146,12 +146,42 @@ def parse_noise(text: str) -> NoiseSpec:
         raise UserError(f"invalid --noise: {error}")
 
 
+def resolved_method(method: MethodSpec, protocol: ProtocolSpec, budget: str, init: str | None = None
+                    ) -> tuple[MethodSpec, str | None]:
+    """The method under the budget's overrides, its backbone init resolved, and what pins the init's weights.
+
+    The init is `init` (the command line) if given, else the method's for this budget, else the protocol
+    budget's, else DEFAULT_INIT of the budget."""
+    from aunce_bench.models.init import resolve_init
+    from aunce_bench.registry import get_recipe
+
+    resolved = method.for_budget(budget)
+    missing = [name for name in get_recipe(resolved.recipe).needs if getattr(resolved, name) is None]
+    if missing:
+        raise UserError(f"method {method.name}: recipe {resolved.recipe} needs the field '{missing[0]}'")
+    chosen = init or resolved.model.init or protocol.budget(budget).init or DEFAULT_INIT[budget]
+    chosen, init_hash = resolve_init(chosen, resolved.model.backbone, protocol.budgets[budget].crop_size)
+    return resolved.model_copy(update={"model": resolved.model.model_copy(update={"init": chosen})}), init_hash
+
+
+def _check_pool_disjoint(plans: list[FoldPlan], protocol: ProtocolSpec) -> None:
+    """SynthFace pretrains on identities of POOL_SEED: a protocol rendering with that seed would share them."""
+    from aunce_bench.synthface import POOL_SEED
+
+    for plan in plans:
+        for data in (plan.train_data, plan.test_data):
+            if isinstance(data, SynthConfig) and data.seed == POOL_SEED:
+                raise UserError(f"protocol {protocol.name}: SynthAU seed {POOL_SEED} renders the SynthFace "
+                                "pretraining identities; choose another seed or another --init")
+
+
 def plan_runs(method: MethodSpec, protocol: ProtocolSpec, budget: str, folds: list[int] | None,
               seeds: list[int], noise: NoiseSpec, root: Path | None = None,
-              selection: str | None = None) -> list[RunSpec]:
+              selection: str | None = None, init: str | None = None) -> list[RunSpec]:
     """Every RunSpec of a method on a protocol: selected folds x seeds, one noise setting.
 
-    `selection` overrides the protocol's model-selection policy (strict or official)."""
+    `selection` overrides the protocol's model-selection policy (strict or official), `init` the backbone
+    initialisation (see `resolved_method`)."""
     plans = fold_plans(protocol, budget, root)
     if folds:
         wrong = [k for k in folds if not 1 <= k <= len(plans)]
@@ -159,7 +189,9 @@ def plan_runs(method: MethodSpec, protocol: ProtocolSpec, budget: str, folds: li
             raise UserError(f"invalid --folds: fold {wrong[0]} is out of range; {protocol.name} has folds "
                             f"1-{len(plans)}")
         plans = [plan for plan in plans if plan.index in folds]
-    resolved = method.for_budget(budget)
+    resolved, init_hash = resolved_method(method, protocol, budget, init)
+    if resolved.model.init == "synthface":
+        _check_pool_disjoint(plans, protocol)
     runs = []
     for plan in plans:
         fingerprint = hashlib.sha256((plan.train_data.content_hash() + plan.test_data.content_hash()).encode())
@@ -170,6 +202,6 @@ def plan_runs(method: MethodSpec, protocol: ProtocolSpec, budget: str, folds: li
                 budget=budget, crop_size=protocol.budgets[budget].crop_size, fold=plan.index, fold_name=plan.name,
                 seed=seed, noise=str(noise), aus=plan.aus, train_data=plan.train_data.model_dump(),
                 test_data=plan.test_data.model_dump(), train_subjects=plan.train_subjects,
-                test_subjects=plan.test_subjects, data_fingerprint=fingerprint.hexdigest()[:20],
+                test_subjects=plan.test_subjects, data_fingerprint=fingerprint.hexdigest()[:20], init_hash=init_hash,
             ))
     return runs

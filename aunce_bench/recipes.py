@@ -2,8 +2,9 @@
 
 A recipe composes the training loops; its hyperparameters come from the method YAML. Built in:
 `supervised` (encoder + per-AU classifier, e.g. WCE), `contrastive_probe` (AUNCE: contrastive pretraining,
-then a linear probe on frozen features) and `supervised_probe` (supervised encoder, probed the same way:
-isolates the loss from the evaluation protocol).
+then a linear probe on frozen features), `supervised_probe` (supervised encoder, probed the same way:
+isolates the loss from the evaluation protocol) and `frozen_probe` (the same probe on the encoder as
+initialised: the floor any learned representation must beat).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import torch
 from torch import nn
 
 from aunce_bench.data.loaders import FrameSet
-from aunce_bench.models import AUEncoder, PerAULinear, create_encoder
+from aunce_bench.models import AUEncoder, PerAULinear
+from aunce_bench.models.init import load_backbone
 from aunce_bench.registry import CONTRASTIVE_LOSSES, SUPERVISED_LOSSES, loss, register_recipe
 from aunce_bench.specs import RunSpec
 from aunce_bench.training.common import TrainContext
@@ -25,13 +27,18 @@ from aunce_bench.training.supervised import predict_logits, train_supervised
 
 
 class Recipe(ABC):
-    """Fit on training frames (optionally selecting on validation frames), then predict probabilities."""
+    """Fit on training frames (optionally selecting on validation frames), then predict probabilities.
+
+    `needs` names the method fields (loss, train, probe) the recipe reads; planning checks them."""
+
+    needs: tuple[str, ...] = ("loss", "train")
 
     def __init__(self, run: RunSpec, ctx: TrainContext):
         self.run, self.ctx = run, ctx
         model = run.method.model
-        self.encoder: AUEncoder = create_encoder(model.backbone, len(run.aus), dim=model.dim, graph=model.graph,
-                                                 checkpoint_path=model.checkpoint_path, image_size=run.crop_size)
+        backbone, self.init_provenance = load_backbone(model.backbone, run.init, run.crop_size, ctx.device,
+                                                       ctx.progress)
+        self.encoder = AUEncoder(backbone, len(run.aus), model.dim or backbone.num_features, graph=model.graph)
 
     @abstractmethod
     def fit(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
@@ -86,6 +93,8 @@ class _LinearProbe:
 
 @register_recipe("contrastive_probe")
 class ContrastiveProbe(_LinearProbe, Recipe):
+    needs = ("loss", "train", "probe")
+
     def fit(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
         spec = self.run.method.train
         info = pretrain_contrastive(self.encoder, train, spec, loss(self.run.method.loss, CONTRASTIVE_LOSSES),
@@ -96,6 +105,18 @@ class ContrastiveProbe(_LinearProbe, Recipe):
 
 @register_recipe("supervised_probe")
 class SupervisedProbe(_LinearProbe, Supervised):
+    needs = ("loss", "train", "probe")
+
     def fit(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
         info = Supervised.fit(self, train, val)
         return {**info, **self.probe(train, val)}
+
+
+@register_recipe("frozen_probe")
+class FrozenProbe(_LinearProbe, Recipe):
+    """The linear probe on the encoder as initialised (its per-AU blocks and graph at their random init)."""
+
+    needs = ("probe",)
+
+    def fit(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
+        return {**self.probe(train, val), "images_seen": 0}

@@ -342,7 +342,8 @@ class ResultStore:
 
         Keys: run_id, method, protocol, dataset, budget, fold, seed, noise, status, mean_f1, per_au_f1 (AU ->
         F1 of group "all", in stored order), chance_f1, wall_s, error, groups (other group -> AU -> F1),
-        noise_rates (AU -> {rho_10, rho_01, n_flipped}), spec, provenance.
+        noise_rates (AU -> {rho_10, rho_01, n_flipped}), init (backbone initialisation), init_hash (what pins
+        its weights), selection, spec, provenance.
         """
         if status is not None and status not in STATUSES:
             raise ValueError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
@@ -374,6 +375,7 @@ class ResultStore:
         result = []
         for row in rows:
             groups = f1.get(row["run_id"], {})
+            spec = json.loads(row["spec_json"])
             result.append(
                 {
                     "run_id": row["run_id"],
@@ -392,7 +394,10 @@ class ResultStore:
                     "error": row["error"],
                     "groups": {group: per_au for group, per_au in groups.items() if group != "all"},
                     "noise_rates": noise.get(row["run_id"], {}),
-                    "spec": json.loads(row["spec_json"]),
+                    "init": spec.get("method", {}).get("model", {}).get("init") or "scratch",
+                    "init_hash": spec.get("init_hash"),
+                    "selection": spec.get("selection"),
+                    "spec": spec,
                     "provenance": json.loads(row["provenance_json"]),
                 }
             )

@@ -12,11 +12,12 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from aunce_bench import __version__
 from aunce_bench.errors import UserError
@@ -26,6 +27,42 @@ METHODS_DIR = PROJECT_ROOT / "methods"
 PROTOCOLS_DIR = PROJECT_ROOT / "protocols"
 BUDGETS = ("quick", "standard", "full")
 REAL_BUDGETS = ("quick", "full")  # protocols on prepared real data
+# Backbone initialisation of a budget that names none (DESIGN s3): CPU budgets start from the embedded
+# SynthFace backbone, `full` (the paper setting) from timm's ImageNet weights.
+DEFAULT_INIT = {"quick": "synthface", "standard": "synthface", "full": "imagenet"}
+
+
+# ------------------------------------------------------------------------------------ initialisation
+INIT_KINDS = ("scratch", "imagenet", "synthface", "checkpoint")
+INIT_HELP = "scratch, imagenet, synthface or checkpoint:PATH"
+
+
+@dataclass(frozen=True)
+class Init:
+    """A backbone initialisation (DESIGN s3), parsed from `scratch`, `imagenet`, `synthface` or `checkpoint:PATH`."""
+
+    kind: str
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Init":
+        kind, _, rest = text.partition(":")
+        if kind == "checkpoint":
+            if not rest:
+                raise ValueError("checkpoint needs a path: checkpoint:PATH")
+            return cls(kind, Path(rest).expanduser())
+        if kind not in INIT_KINDS or rest:
+            raise ValueError(f"unknown init '{text}'; choose {INIT_HELP}")
+        return cls(kind)
+
+    def __str__(self) -> str:
+        return f"checkpoint:{self.path}" if self.kind == "checkpoint" else self.kind
+
+
+def check_init(text: str) -> str:
+    """The init as written, if it parses (a pydantic validator of spec fields)."""
+    Init.parse(text)
+    return text
 
 
 class Strict(BaseModel):
@@ -120,6 +157,11 @@ class Budget(Strict):
                                  "(SynthConfig fields; for prepared data frame_stride, image_size, pose_bins)")
     test_data: dict[str, Any] = Field(default_factory=dict, description="extra settings of the test data")
     crop_size: int = Field(ge=16, description="network input: random crops in training, centre crop at test")
+    init: str | None = Field(None, description="backbone initialisation of every method at this budget (unless "
+                             "its YAML says otherwise): scratch, imagenet, synthface or checkpoint:PATH; "
+                             "default: synthface at quick and standard, imagenet at full")
+
+    _init = field_validator("init")(lambda value: value if value is None else check_init(value))
 
 
 class PaperReference(Strict):
@@ -186,7 +228,10 @@ class ModelSpec(Strict):
     backbone: str = "resnet18"
     graph: bool = True
     dim: int | None = Field(None, ge=8)
-    checkpoint_path: str | None = None
+    init: str | None = Field(None, description="scratch, imagenet, synthface or checkpoint:PATH; default: the "
+                             "protocol budget's (resolved in a RunSpec)")
+
+    _init = field_validator("init")(lambda value: value if value is None else check_init(value))
 
 
 class OptimSpec(Strict):
@@ -216,8 +261,8 @@ class MethodSpec(Strict):
     citation: str = ""
     recipe: str
     model: ModelSpec = ModelSpec()
-    loss: LossSpec
-    train: OptimSpec
+    loss: LossSpec | None = None  # None for recipes that train no encoder (init_linear)
+    train: OptimSpec | None = None
     probe: OptimSpec | None = None
     budgets: dict[Literal["quick", "standard", "full"], dict[str, Any]] = Field(default_factory=dict)
     reported: list[ReportedResult] = Field(default_factory=list)
@@ -256,7 +301,13 @@ class RunSpec(Strict):
     train_subjects: list[str]
     test_subjects: list[str]
     data_fingerprint: str
+    init_hash: str | None = Field(None, description="what pins the init's weights: timm tag, file sha256 or "
+                                  "SynthFace configuration hash")
     code_version: str = __version__
+
+    @property
+    def init(self) -> str:
+        return self.method.model.init or "scratch"
 
     @property
     def run_id(self) -> str:

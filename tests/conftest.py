@@ -10,7 +10,8 @@ split: {kind: kfold, n_folds: 3}
 aus: [4, 12]
 selection: strict
 budgets:
-  quick: &tiny {data: {subjects: 12, sequences_per_subject: 2, frame_stride: 10, image_size: 48}, crop_size: 40}
+  quick: &tiny {data: {subjects: 12, sequences_per_subject: 2, frame_stride: 10, image_size: 48}, crop_size: 40,
+                init: scratch}
   standard: *tiny
   full: *tiny
 """

@@ -32,7 +32,7 @@ DISFA_PARTS = [
 TINY_WCE = """\
 name: tiny_wce
 recipe: supervised
-model: {backbone: resnet18, graph: true, dim: 32}
+model: {backbone: resnet18, graph: true, dim: 32, init: scratch}
 loss: {name: wce}
 train: {optimizer: adamw, lr: 1.0e-3, batch_size: 16, epochs: 1}
 """

@@ -55,6 +55,7 @@ def test_round_trip(tmp_path):
             "per_au_f1": {"AU12": 0.5, "AU1": 0.25, "AU4": 0.125}, "chance_f1": 0.3, "wall_s": 12.5, "error": None,
             "groups": {"pose:yaw+20_pitch+0": {"AU12": 0.4, "AU1": None}},
             "noise_rates": {"AU12": {"rho_10": 0.2, "rho_01": 0.1, "n_flipped": 7}},
+            "init": "scratch", "init_hash": None, "selection": None,  # derived from the spec (none recorded here)
             "spec": {"lr": 1e-3, "aus": [12, 1, 4]},
             "provenance": {"git": "abc123", "device": "cpu", "images_per_s": 123.0},
         }

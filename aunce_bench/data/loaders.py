@@ -20,8 +20,6 @@ from torch import nn
 
 from aunce_bench.data.index import MISSING_LABEL, FrameIndex
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 KEY_COLUMNS = ("subject", "sequence", "frame", "pose_bin")
 
 
@@ -61,6 +59,23 @@ def _decoded(folder: str, frame_stride: int = 1, image_size: int | None = None,
     images = np.stack([_decode(item["bytes"], image_size) for item in raw["image"]])
     return (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), index.label_matrix()[rows],
             index.intensity_matrix()[rows], {column: values[rows] for column, values in keys.items()}, index)
+
+
+@dataclass
+class DecodedFrames:
+    """Every frame of a stored FrameIndex, decoded: images, labels, intensities, keys and head pose."""
+
+    images: torch.Tensor
+    labels: np.ndarray
+    intensities: np.ndarray
+    keys: dict[str, np.ndarray]
+    pose: dict[str, np.ndarray]
+
+
+def decoded_frames(folder: Path) -> DecodedFrames:
+    images, labels, intensities, keys, index = _decoded(str(folder))
+    pose = {name: np.asarray(index.frames[name], dtype=np.float32) for name in ("yaw", "pitch", "roll")}
+    return DecodedFrames(images, labels, intensities, keys, pose)
 
 
 def _selected(keys: dict[str, np.ndarray], frame_stride: int, pose_bins: tuple[str, ...] | None) -> np.ndarray:
@@ -111,31 +126,32 @@ def batch_indices(count: int, batch_size: int, generator: torch.Generator, shuff
 
 
 class Preprocess(nn.Module):
-    """uint8 batch -> float, optional augmentation, ImageNet normalisation."""
+    """uint8 batch -> float, optional augmentation, normalisation by the backbone's pretrained mean and std
+    (`timm.data.resolve_data_config`; ImageNet's for timm's CNNs)."""
 
-    def __init__(self, augment: nn.Module):
+    def __init__(self, augment: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
         super().__init__()
         self.augment = augment
-        self.normalize = K.Normalize(torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD))
+        self.normalize = K.Normalize(torch.tensor(mean), torch.tensor(std))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.normalize(self.augment(images.float() / 255.0))
 
 
-def eval_transform(crop: int) -> Preprocess:
+def eval_transform(crop: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Preprocess:
     """Test-time: centre crop."""
-    return Preprocess(K.CenterCrop(crop))
+    return Preprocess(K.CenterCrop(crop), mean, std)
 
 
-def supervised_transform(crop: int) -> Preprocess:
+def supervised_transform(crop: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Preprocess:
     """Supervised training: random crop and horizontal flip (ME-GraphAU practice)."""
-    return Preprocess(nn.Sequential(K.RandomCrop((crop, crop)), K.RandomHorizontalFlip()))
+    return Preprocess(nn.Sequential(K.RandomCrop((crop, crop)), K.RandomHorizontalFlip()), mean, std)
 
 
 PAPER_CROP = 224  # the input size AUNCE's augmentation was designed for
 
 
-def contrastive_transform(crop: int) -> Preprocess:
+def contrastive_transform(crop: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Preprocess:
     """One view of AUNCE's two-view augmentation (FACTS.md s7): crop, flip, colour jitter p 0.8,
     grayscale p 0.2, Gaussian blur with sigma in [0.1, 2] px at 224 px. The blur is a length in pixels, so
     it is scaled with the crop: at 64 px the same sigma would erase the few-pixel cues of the face."""
@@ -146,4 +162,4 @@ def contrastive_transform(crop: int) -> Preprocess:
         K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
         K.RandomGrayscale(p=0.2),
         K.RandomGaussianBlur((3, 3), (0.1 * scale, 2.0 * scale), p=1.0),
-    ))
+    ), mean, std)

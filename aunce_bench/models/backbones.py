@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import timm
+import timm.data
 import torch
 from torch import nn
 
@@ -26,6 +27,12 @@ class TokenBackbone(nn.Module):
         self.model = model
         self.num_features = int(model.num_features)
         self.channels_last = str(getattr(model, "output_fmt", "NCHW")) == "NHWC"
+        # input normalisation of the weights' pretrained config (ImageNet's mean and std for timm's CNNs)
+        self.data_config = timm.data.resolve_data_config({}, model=model)
+
+    @property
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return tuple(self.data_config["mean"]), tuple(self.data_config["std"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.model.forward_features(x)
@@ -101,3 +108,11 @@ def _missing_keys_guard(checkpoint_path: str | None):
     missing = [r.getMessage() for r in records if r.getMessage().startswith("Missing keys")]
     if missing:
         raise ValueError(f"checkpoint {checkpoint_path} does not cover the model: {missing[0]}")
+
+
+def input_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) that the model's backbone expects its inputs normalised with."""
+    for module in model.modules():
+        if isinstance(module, TokenBackbone):
+            return module.normalisation
+    raise TypeError(f"{type(model).__name__} has no TokenBackbone")

@@ -48,23 +48,34 @@ def dataset_label(config: dict) -> str:
 
 @dataclass(frozen=True, order=True)
 class Setting:
-    """Comparable runs: protocol, budget and test set (the test dataset, or a cross-dataset direction)."""
+    """Comparable runs: protocol, budget, test set (the test dataset, or a cross-dataset direction) and backbone
+    initialisation (a different init is a different setting, never pooled)."""
 
     protocol: str
     budget: str
     test: str
     cross: bool
+    init: str = "scratch"
 
     @classmethod
     def of(cls, run: dict) -> Setting:
         spec = run["spec"]
         train, test = dataset_label(spec["train_data"]), dataset_label(spec["test_data"])
         cross = train != test
-        return cls(run["protocol"], str(run["budget"]), spec["fold_name"] if cross else test, cross)
+        return cls(run["protocol"], str(run["budget"]), spec["fold_name"] if cross else test, cross, run_init(run))
 
     @property
     def title(self) -> str:
-        return f"{self.protocol} · {self.budget} · {self.test}"
+        return f"{self.protocol} · {self.budget} · {self.test} · init {self.init}"
+
+
+def run_init(run: dict) -> str:
+    """A stored run's backbone init with what pins its weights (`synthface:1a2b3c4d5e6f`); runs stored before
+    inits were recorded started from scratch."""
+    spec = run["spec"]
+    init = spec["method"]["model"].get("init") or "scratch"
+    weights = spec.get("init_hash")
+    return init if init == "imagenet" or not weights else f"{init.split(':')[0]}:{weights.split(':')[-1][:12]}"
 
 
 @dataclass(frozen=True)
@@ -130,7 +141,7 @@ class Leaderboard:
 
         return {
             "protocol": self.setting.protocol, "budget": self.setting.budget, "test": self.setting.test,
-            "cross_dataset": self.setting.cross, "aus": self.aus, "decision_threshold": self.decision_threshold,
+            "init": self.setting.init, "cross_dataset": self.setting.cross, "aus": self.aus, "decision_threshold": self.decision_threshold,
             "rows": [{"rank": row.rank, "method": row.method, "runs": row.f1.n, "mean_f1": row.f1.mean,
                       "std_f1": row.f1.std, "per_au_f1": row.per_au, "difference_to_best": interval(row.significance),
                       "run_ids": row.run_ids} for row in self.rows],
@@ -392,7 +403,7 @@ def cross_dataset(runs: list[dict]) -> list[CrossRow]:
                 other.protocol: [r for r in other_runs if r["method"] == method and not r["groups"]
                                  and _mean_over(r, aus) is not None]
                 for other, other_runs in settings.items()
-                if not other.cross and other.test == target and other.budget == setting.budget
+                if not other.cross and other.test == target and (other.budget, other.init) == (setting.budget, setting.init)
             }
             candidates = {protocol: found for protocol, found in candidates.items() if found}
             protocol = min(candidates, key=lambda name: (-len(candidates[name]), name)) if candidates else None

@@ -46,13 +46,14 @@ def format_runs(runs: list[dict], fmt: str) -> str:
     return "\n".join(_markdown(header, [dict(zip(header, row)) for row in rows]))
 
 
-_BOARD_FIELDS = ("protocol", "budget", "test", "kind", "rank", "method", "source", "runs", "mean_f1", "std_f1",
+_BOARD_FIELDS = ("protocol", "budget", "test", "init", "kind", "rank", "method", "source", "runs", "mean_f1", "std_f1",
                  "difference_to_best", "ci_low", "ci_high", "measured_minus_reported")
 
 
 def _board_rows(board: Leaderboard) -> list[dict]:
     """Measured rows (ranked), then the chance row and reported rows (no rank), for CSV and Markdown."""
-    setting = {"protocol": board.setting.protocol, "budget": board.setting.budget, "test": board.setting.test}
+    setting = {"protocol": board.setting.protocol, "budget": board.setting.budget, "test": board.setting.test,
+               "init": board.setting.init}
     rows = []
     for row in board.rows:
         interval = row.significance
@@ -91,6 +92,6 @@ def format_leaderboards(boards: list[Leaderboard], fmt: str) -> str:
         return out.getvalue().rstrip("\n")
     sections = []
     for board in boards:
-        header = [*_BOARD_FIELDS[3:], *(f"f1_{au}" for au in board.aus)]  # the setting is the section title
+        header = [*_BOARD_FIELDS[4:], *(f"f1_{au}" for au in board.aus)]  # the setting is the section title
         sections.append("\n".join([f"## {board.setting.title}", "", *_markdown(header, _board_rows(board))]))
     return "\n\n".join(sections)

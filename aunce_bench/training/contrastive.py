@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from aunce_bench.data.loaders import FrameSet, batch_indices, contrastive_transform
+from aunce_bench.models.backbones import input_normalisation
 from aunce_bench.specs import OptimSpec
 from aunce_bench.training.common import TrainContext, make_optimizer, make_scheduler, optimisation_step
 
@@ -20,7 +21,7 @@ def pretrain_contrastive(encoder: torch.nn.Module, train: FrameSet, spec: OptimS
     """Train `encoder.embed` (images -> L2-normalised [B, K, D]) for `spec.epochs`; the last epoch is kept."""
     device = ctx.device
     encoder.to(device)
-    augment = contrastive_transform(crop).to(device)
+    augment = contrastive_transform(crop, *input_normalisation(encoder)).to(device)
     optimizer = make_optimizer(encoder.parameters(), spec)
     scheduler = make_scheduler(optimizer, spec, len(train) // spec.batch_size)
     ctx.progress.stage("contrastive pretraining", spec.epochs, len(train) // spec.batch_size)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from aunce_bench.data.loaders import FrameSet, batch_indices, eval_transform
+from aunce_bench.models.backbones import input_normalisation
 from aunce_bench.losses import class_weights, weighted_softmax_ce
 from aunce_bench.models import PerAULinear
 from aunce_bench.specs import OptimSpec
@@ -18,7 +19,7 @@ def extract_features(encoder: torch.nn.Module, frames: FrameSet, crop: int, devi
                      batch_size: int = 256) -> torch.Tensor:
     """Frozen node features [N, K, D] (eval mode, centre crop), on the CPU."""
     encoder.eval()
-    transform = eval_transform(crop).to(device)
+    transform = eval_transform(crop, *input_normalisation(encoder)).to(device)
     return torch.cat([encoder(transform(frames.images[i:i + batch_size].to(device))).float().cpu()
                       for i in range(0, len(frames), batch_size)])
 
@@ -38,7 +39,7 @@ def recalibrate_batchnorm(encoder: torch.nn.Module, frames: FrameSet, crop: int,
         m.reset_running_stats()
         m.momentum = None  # cumulative average over all batches
     encoder.train()
-    transform = eval_transform(crop).to(device)
+    transform = eval_transform(crop, *input_normalisation(encoder)).to(device)
     for i in range(0, len(frames), batch_size):
         encoder(transform(frames.images[i:i + batch_size].to(device)))
     for m, momentum in zip(norms, momenta):

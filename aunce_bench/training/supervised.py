@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from aunce_bench.data.loaders import FrameSet, batch_indices, eval_transform, supervised_transform
+from aunce_bench.models.backbones import input_normalisation
 from aunce_bench.losses import class_weights
 from aunce_bench.metrics import au_metrics, mean_f1
 from aunce_bench.specs import OptimSpec
@@ -22,7 +23,7 @@ def predict_logits(model: nn.Module, frames: FrameSet, crop: int, device: torch.
                    batch_size: int = 256) -> torch.Tensor:
     """Model outputs for every frame (eval mode, centre crop), on the CPU."""
     model.eval()
-    transform = eval_transform(crop).to(device)
+    transform = eval_transform(crop, *input_normalisation(model)).to(device)
     outputs = [model(transform(frames.images[i:i + batch_size].to(device))).float().cpu()
                for i in range(0, len(frames), batch_size)]
     return torch.cat(outputs)
@@ -39,7 +40,7 @@ def train_supervised(model: nn.Module, train: FrameSet, val: FrameSet | None, sp
     device = ctx.device
     model.to(device)
     weights = class_weights(train.labels).to(device)
-    augment = supervised_transform(crop).to(device)
+    augment = supervised_transform(crop, *input_normalisation(model)).to(device)
     optimizer = make_optimizer(model.parameters(), spec)
     scheduler = make_scheduler(optimizer, spec, len(train) // spec.batch_size)
     best = BestState(model)
