@@ -124,13 +124,13 @@ def build_report(db: Path, out: Path, resamples: int = RESAMPLES) -> Path:
     colours = plots.method_colours([run["method"] for run in runs])
     noise_groups: dict[tuple, list[NoiseCurve]] = defaultdict(list)
     for curve in noise_curves(runs):
-        noise_groups[(curve.setting.protocol, curve.setting.budget, curve.kind)].append(curve)
+        noise_groups[(curve.setting.protocol, curve.setting.budget, curve.setting.init, curve.kind)].append(curve)
     page = environment().get_template("report.html.j2").render(
         db=str(db), n_done=len(runs), n_other=len(stored) - len(runs), resamples=resamples,
         boards=[{"board": board, "bars": _inline(plots.per_au_bars(board, colours))} for board in boards],
-        noise=[{"protocol": protocol, "budget": budget, "kind": kind, "curves": curves,
+        noise=[{"protocol": protocol, "budget": budget, "init": init, "kind": kind, "curves": curves,
                 "svg": _inline(plots.noise_figure(curves, colours))}
-               for (protocol, budget, kind), curves in sorted(noise_groups.items())],
+               for (protocol, budget, init, kind), curves in sorted(noise_groups.items())],
         pose=[{"grid": grid, "svg": _inline(plots.pose_heatmaps(grid))} for grid in pose_grids(runs)],
         cross=cross_dataset(runs),
         labels=[{"stats": stats, "svg": _inline(plots.phi_heatmap(stats))} for stats in labels],
