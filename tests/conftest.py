@@ -17,7 +17,7 @@ budgets:
 """
 
 # The same easy data labelled with two frequent AUs with strong cues (smile, cheek raiser): where contrastive
-# pretraining from scratch learns within a test's budget (rare AUs need far more; README, "AUNCE at CPU budgets").
+# pretraining from scratch learns within a test's budget (rare AUs need far more).
 TINY_FREQUENT_PROTOCOL = TINY_PROTOCOL.replace("name: tiny_easy", "name: tiny_easy_frequent").replace(
     "aus: [4, 12]", "aus: [6, 12]")
 
