@@ -3,11 +3,15 @@
 A row is one face image with its labels (one column per AU in `aus`, 1 present, 0 absent, -1 missing),
 intensities (per AU in `intensity_aus`, -1 where unknown), subject, sequence, frame number, head pose and
 source dataset. On disk a FrameIndex is a `save_to_disk` folder plus `frame_index.json`, written last:
-a folder without it was interrupted and is never loaded as complete.
+a folder without it was interrupted and is never loaded as complete. The marker records the sha256 of every
+file under `frames/`, checked on each load, and the command that writes the folder again. Writers hold a
+lock beside the folder (`<folder>.lock`) and never delete a complete folder in place: a replaced one is
+renamed aside first, so a reader that opened its files keeps them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,10 +21,13 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+from filelock import FileLock
 
 from aunce_bench.errors import UserError
 
 MARKER_FILE = "frame_index.json"
+FRAMES_FOLDER = "frames"
+MARKER_KEYS = ("name", "aus", "intensity_aus", "rows", "metadata")
 MISSING_LABEL = -1
 
 
@@ -71,41 +78,119 @@ class FrameIndex:
         values = self.frames.with_format("numpy")["intensities"]
         return np.asarray(values, dtype=np.float32).reshape(len(self), len(self.intensity_aus))
 
-    def save(self, path: Path) -> None:
-        """Write atomically: a temporary sibling folder is renamed into place once complete."""
+    def save(self, path: Path, rebuild: str) -> None:
+        """Write atomically under `writer_lock(path)`: a temporary sibling folder is renamed into place once
+        complete. `rebuild` is the command that writes the folder again (for messages about a damaged copy).
+        A frame index already at `path` is replaced; a folder holding anything else is refused."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-        progress_bars = not datasets.utils.are_progress_bars_disabled()
-        datasets.disable_progress_bars()  # callers show their own progress
-        try:
-            self.frames.save_to_disk(str(staging / "frames"))
-            marker = {"name": self.name, "aus": list(self.aus), "intensity_aus": list(self.intensity_aus),
-                      "rows": len(self), "metadata": self.metadata}
-            (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True))
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(staging, path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            if progress_bars:
-                datasets.enable_progress_bars()
+        with writer_lock(path):
+            if path.exists() and not _holds_only_a_frame_index(path):
+                raise UserError(f"{path} holds files that are not a frame index; choose another output folder")
+            staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+            aside = None
+            progress_bars = not datasets.utils.are_progress_bars_disabled()
+            datasets.disable_progress_bars()  # callers show their own progress
+            try:
+                self.frames.save_to_disk(str(staging / FRAMES_FOLDER))
+                marker = {"name": self.name, "aus": list(self.aus), "intensity_aus": list(self.intensity_aus),
+                          "rows": len(self), "metadata": self.metadata, "files": _file_hashes(staging),
+                          "rebuild": rebuild}
+                marker["sha256"] = _marker_digest(marker)
+                (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True))
+                if path.exists():  # renamed aside, not deleted in place: a reader may have its files open
+                    aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.replaced-", dir=path.parent))
+                    os.replace(path, aside)
+                os.replace(staging, path)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+                if aside is not None:
+                    shutil.rmtree(aside, ignore_errors=True)
+                if progress_bars:
+                    datasets.enable_progress_bars()
 
     @classmethod
-    def load(cls, path: Path) -> "FrameIndex":
+    def load(cls, path: Path, rebuild: str | None = None) -> "FrameIndex":
+        """Load a complete FrameIndex after checking its files against the sha256 recorded when it was saved
+        (folders written before hashes were recorded load unchecked). A damaged folder is a one-line UserError
+        naming the file and how to rebuild it: the command recorded in the marker, else `rebuild`."""
         path = Path(path)
         marker_path = path / MARKER_FILE
         if not marker_path.is_file():
             raise UserError(f"{path}: not a complete frame index (no {MARKER_FILE}); generate or prepare it again")
-        marker = read_marker(path)
-        frames = datasets.load_from_disk(str(path / "frames"))
+        marker = read_marker(path, rebuild)
+        how = _how_to_rebuild(path, marker.get("rebuild") or rebuild)
+        for name, expected in marker.get("files", {}).items():
+            if not (path / name).is_file():
+                raise UserError(f"{path / name}: missing from the frame index; {how}")
+            if _sha256(path / name) != expected:
+                raise UserError(f"{path / name}: content differs from the sha256 recorded when it was written "
+                                f"(damaged or modified); {how}")
+        try:
+            frames = datasets.load_from_disk(str(path / FRAMES_FOLDER))
+        except (OSError, ValueError) as error:  # only reached by folders without recorded hashes
+            raise UserError(f"{path / FRAMES_FOLDER}: unreadable frames ({_one_line(error)}); {how}")
+        if len(frames) != marker["rows"]:
+            raise UserError(f"{path / FRAMES_FOLDER}: {len(frames)} rows, its marker says {marker['rows']}; {how}")
         return cls(frames, tuple(marker["aus"]), tuple(marker["intensity_aus"]), marker["name"], marker["metadata"])
+
+
+def writer_lock(path: Path) -> FileLock:
+    """The lock that writers of the FrameIndex folder `path` hold: `<path>.lock` beside it, re-entrant within
+    a process (one instance per path)."""
+    return FileLock(f"{Path(path).absolute()}.lock", is_singleton=True)
 
 
 def is_complete(path: Path) -> bool:
     return (Path(path) / MARKER_FILE).is_file()
 
 
-def read_marker(path: Path) -> dict:
-    """The completion marker of a complete FrameIndex folder: name, aus, intensity_aus, rows, metadata."""
-    return json.loads((Path(path) / MARKER_FILE).read_text())
+def read_marker(path: Path, rebuild: str | None = None) -> dict:
+    """The completion marker of a complete FrameIndex folder: name, aus, intensity_aus, rows, metadata and,
+    since content hashes are recorded, files, rebuild and its own sha256. An unreadable or altered one is a
+    one-line UserError saying how to rebuild the folder (`rebuild`: the command, when the caller knows it)."""
+    marker_path = Path(path) / MARKER_FILE
+    try:
+        marker = json.loads(marker_path.read_text())
+    except (OSError, ValueError) as error:
+        problem = _one_line(error)
+    else:
+        if not isinstance(marker, dict) or not all(key in marker for key in MARKER_KEYS):
+            problem = f"expected the keys {', '.join(MARKER_KEYS)}"
+        elif marker.get("sha256", _marker_digest(marker)) != _marker_digest(marker):
+            problem = "content differs from the sha256 recorded in it"
+        else:
+            return marker
+    raise UserError(f"{marker_path}: damaged frame index marker ({problem}); {_how_to_rebuild(path, rebuild)}")
+
+
+def _marker_digest(marker: dict) -> str:
+    """sha256 of a marker's fields other than its own digest."""
+    fields = {key: value for key, value in marker.items() if key != "sha256"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _how_to_rebuild(path: Path, rebuild: str | None) -> str:
+    if rebuild:
+        return f"rebuild it with: {rebuild}"
+    return f"delete {path}, or rebuild it with its 'aunce-bench synth' or 'aunce-bench prepare' command and --force"
+
+
+def _holds_only_a_frame_index(path: Path) -> bool:
+    """Whether `path` is a folder with nothing but a FrameIndex's entries (complete, partial or empty)."""
+    return path.is_dir() and {entry.name for entry in path.iterdir()} <= {MARKER_FILE, FRAMES_FOLDER}
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`/frames, by path relative to `folder`."""
+    files = sorted(file for file in (folder / FRAMES_FOLDER).rglob("*") if file.is_file())
+    return {file.relative_to(folder).as_posix(): _sha256(file) for file in files}
+
+
+def _sha256(file: Path) -> str:
+    with open(file, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__

@@ -2,7 +2,8 @@
 
 The importer of the format reads the annotation files (`formats/`), worker processes crop the faces of each
 sequence (`faces.py`), and the index is written atomically: a temporary sibling folder renamed into place
-once complete, so an interrupted prepare never leaves a dataset that looks complete. The index has the
+once complete, so an interrupted prepare never leaves a dataset that looks complete; one process prepares an
+output folder at a time (the FrameIndex writer lock), a second one waits, then reuses it. The index has the
 columns of SynthAU's (labels with -1 for missing, intensities where the format codes them, neutral pose
 0/0/0 with pose bin `frontal` or the FERA view) and its metadata records the subjects, official partitions,
 pose bins, face-finding counts and a content fingerprint.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,7 +26,7 @@ from pathlib import Path
 from aunce_bench.data.faces import OUTPUT_SIZE, cascades, process_unit
 from aunce_bench.data.formats import get_format
 from aunce_bench.data.formats.common import Scan
-from aunce_bench.data.index import FrameIndex, frame_features, is_complete
+from aunce_bench.data.index import FrameIndex, frame_features, is_complete, writer_lock
 from aunce_bench.paths import check_writable
 from aunce_bench.data.workers import process_pool
 from aunce_bench.errors import UserError
@@ -60,19 +62,34 @@ def prepare(format_name: str, root: Path, *, data_root: Path, images: Path | Non
     if not re.fullmatch(r"[a-z0-9][a-z0-9_+-]*", dataset):
         raise UserError(f"invalid --name '{dataset}': use lower-case letters, digits, _ + - (e.g. gft)")
     out = Path(out) if out is not None else Path(data_root) / dataset
+    rebuild = _prepare_command(format_name, root, images, out, align, threshold, name)
     if is_complete(out) and not force:
-        return Prepared(FrameIndex.load(out), out, True, time.perf_counter() - started)
+        return Prepared(FrameIndex.load(out, rebuild), out, True, time.perf_counter() - started)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise UserError(f"{out} exists and is not a prepared dataset; pass --force to replace it or choose another --out")
     scan = scan or source.scan(root, images, threshold)
     check_writable(out.parent)
     if align:
         cascades()  # fail before any work when alignment is impossible
-    index = _build(scan, dataset, align, workers or os.cpu_count() or 1, progress)
-    index.metadata.update({"format": format_name, "root": str(root.resolve()), "images": str(images.resolve()),
-                           "occurrence_threshold": threshold})
-    index.save(out)
-    return Prepared(FrameIndex.load(out), out, False, time.perf_counter() - started)
+    with writer_lock(out):
+        if is_complete(out) and not force:  # another process prepared it while this one waited
+            return Prepared(FrameIndex.load(out, rebuild), out, True, time.perf_counter() - started)
+        index = _build(scan, dataset, align, workers or os.cpu_count() or 1, progress)
+        index.metadata.update({"format": format_name, "root": str(root.resolve()), "images": str(images.resolve()),
+                               "occurrence_threshold": threshold})
+        index.save(out, rebuild)
+    return Prepared(FrameIndex.load(out, rebuild), out, False, time.perf_counter() - started)
+
+
+def _prepare_command(format_name: str, root: Path, images: Path, out: Path, align: bool, threshold: float,
+                     name: str | None) -> str:
+    """The `aunce-bench prepare` command that prepares the same dataset into `out` again, replacing it."""
+    words = ["aunce-bench", "prepare", format_name, "--root", str(root.resolve()), "--out", str(out.resolve())]
+    words += [] if images == (root if root.is_dir() else root.parent) else ["--images", str(images.resolve())]
+    words += [] if align else ["--no-align"]
+    words += [] if threshold == 2.0 else ["--threshold", str(threshold)]
+    words += [] if name is None else ["--name", name]
+    return shlex.join([*words, "--force"])
 
 
 def _build(scan: Scan, dataset: str, align: bool, workers: int,

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aunce_bench.data.formats import prepare_command
 from aunce_bench.data.index import MARKER_FILE, is_complete, read_marker
+from aunce_bench.data.synth.generate import bounded_int
 from aunce_bench.errors import UserError
 
 DATA_ROOT_ENV = "AUNCE_BENCH_DATA"
@@ -33,14 +34,14 @@ def data_root(explicit: Path | None = None) -> Path:
 class PreparedConfig(BaseModel):
     """How a run loads a prepared dataset: which frames, at what size, labelled at which threshold."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     source: Literal["prepared"] = "prepared"
-    dataset: str
-    frame_stride: int = Field(1, ge=1, description="keep every n-th frame of each sequence")
-    image_size: int | None = Field(None, ge=32, le=1024, description="resize the stored crops (None: keep 256)")
+    dataset: str = Field(pattern=r"^[a-z0-9][a-z0-9_+-]*$", description="a prepared dataset's name")
+    frame_stride: bounded_int(1, 10_000) = Field(1, description="keep every n-th frame of each sequence")
+    image_size: bounded_int(32, 1024) | None = Field(None, description="resize the stored crops (None: keep 256)")
     occurrence_threshold: float = Field(2.0, gt=0.0, le=5.0, description="labels from stored intensities (DISFA)")
-    pose_bins: list[str] | None = Field(None, description="keep only these pose bins / views (None: all)")
+    pose_bins: list[str] | None = Field(None, min_length=1, description="keep only these pose bins / views (None: all)")
     fingerprint: str = Field("", description="content hash of the prepared index")
 
     def content_hash(self) -> str:
@@ -69,7 +70,7 @@ def prepared_info(root: Path, dataset: str) -> PreparedInfo:
     if not is_complete(folder):
         raise UserError(f"dataset {dataset} at {folder} is incomplete (no {MARKER_FILE}: an interrupted or failed "
                         f"prepare); prepare it again with: {prepare_command(dataset, root)} --force")
-    marker = read_marker(folder)
+    marker = read_marker(folder, f"{prepare_command(dataset, root)} --force")
     metadata = marker["metadata"]
     if metadata.get("source") != "prepared":
         raise UserError(f"{folder} holds a {metadata.get('source', 'unknown')} frame index, not a prepared dataset; "

@@ -1,0 +1,254 @@
+"""Data caches under concurrency and damage: one builder per folder, content hashes checked on every load,
+one-line errors that say how to rebuild, and limits on the data configurations."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import datasets
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from aunce_bench.cli import app
+from aunce_bench.data.index import MARKER_FILE, FrameIndex
+from aunce_bench.data.prepare import prepare
+from aunce_bench.data.prepared import PreparedConfig, prepared_info
+from aunce_bench.data.synth.generate import SynthConfig, default_output, load_or_generate
+from aunce_bench.errors import UserError
+from aunce_bench.protocols import fold_plans
+from aunce_bench.specs import BUILTIN, load_protocol, validation_message
+from rawdata import noise_image, write_image
+
+runner = CliRunner()
+TINY = dict(subjects=3, sequences_per_subject=1, frames_per_sequence=20, frame_stride=10, image_size=32)
+TINY_OPTIONS = ["--subjects", "3", "--sequences", "1", "--frames", "20", "--stride", "10", "--size", "32",
+                "--workers", "1"]
+ARROW_FILE = "data-00000-of-00001.arrow"
+
+# Waits for the go file, so that every process asks for the set at the same moment, then says whether it reused it.
+GENERATOR = """
+import sys, time
+from pathlib import Path
+from aunce_bench.data.synth.generate import SynthConfig, load_or_generate
+config = SynthConfig(**{config})
+print("ready", flush=True)
+while not Path(sys.argv[1]).exists():
+    time.sleep(0.01)
+_, folder, reused = load_or_generate(config, workers=1)
+print("reused" if reused else "generated", flush=True)
+"""
+
+
+@pytest.fixture
+def cold_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUNCE_BENCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_concurrent_processes_on_a_cold_cache_generate_once(cold_cache, tmp_path):
+    go = tmp_path / "go"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    processes = [subprocess.Popen([sys.executable, "-c", GENERATOR.format(config=TINY), str(go)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for process in processes:
+        assert process.stdout.readline() == "ready\n"
+    go.touch()
+    outcomes = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], [err for _, err in outcomes]
+    assert sorted(out.split()[-1] for out, _ in outcomes) == ["generated", "reused", "reused"]
+    folder = default_output(SynthConfig(**TINY))
+    assert sorted(entry.name for entry in folder.parent.iterdir()) == [folder.name, f"{folder.name}.lock"]
+    assert len(FrameIndex.load(folder)) == 3 * 2
+
+
+def flip_labels(folder: Path) -> None:
+    """Rewrite the Arrow file with every label flipped: valid data, wrong answers."""
+    frames = datasets.load_from_disk(str(folder / "frames"))
+    flipped = frames.map(lambda row: {"labels": [1 - label for label in row["labels"]]}, keep_in_memory=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        flipped.save_to_disk(scratch)
+        shutil.copyfile(Path(scratch) / ARROW_FILE, folder / "frames" / ARROW_FILE)
+
+
+def truncate_arrow(folder: Path) -> None:
+    arrow = folder / "frames" / ARROW_FILE
+    arrow.write_bytes(arrow.read_bytes()[:1000])
+
+
+def delete_arrow(folder: Path) -> None:
+    (folder / "frames" / ARROW_FILE).unlink()
+
+
+def garble_marker(folder: Path) -> None:
+    marker = folder / MARKER_FILE
+    marker.write_text(marker.read_text()[:60])
+
+
+def edit_marker(folder: Path) -> None:
+    marker = json.loads((folder / MARKER_FILE).read_text())
+    marker["aus"][:2] = marker["aus"][1::-1]  # two AUs swapped: their labels would be read as each other's
+    (folder / MARKER_FILE).write_text(json.dumps(marker))
+
+
+DAMAGE = [(flip_labels, f"{ARROW_FILE}: content differs from the sha256 recorded"),
+          (truncate_arrow, f"{ARROW_FILE}: content differs from the sha256 recorded"),
+          (delete_arrow, f"{ARROW_FILE}: missing from the frame index"),
+          (garble_marker, f"{MARKER_FILE}: damaged frame index marker (Expecting"),
+          (edit_marker, f"{MARKER_FILE}: damaged frame index marker (content differs from the sha256 recorded")]
+
+
+@pytest.mark.parametrize(("damage", "problem"), DAMAGE, ids=[damage.__name__ for damage, _ in DAMAGE])
+def test_a_damaged_synth_cache_fails_with_one_line_and_force_rebuilds_it(damage, problem, cold_cache):
+    config = SynthConfig(**TINY)
+    index, folder, _ = load_or_generate(config, workers=1)
+    labels = index.label_matrix()
+    damage(folder)
+    rebuild = ("rebuild it with: aunce-bench synth --profile bp4d --subjects 3 --sequences 1 --frames 20 --size 32 "
+               "--force")
+    with pytest.raises(UserError) as raised:
+        load_or_generate(config, workers=1)
+    message = str(raised.value)
+    assert message.startswith(str(folder)) and problem in message and message.endswith(rebuild)
+    assert "\n" not in message
+
+    result = runner.invoke(app, ["synth", *TINY_OPTIONS])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr == f"error: {message}\n"
+
+    result = runner.invoke(app, ["synth", *TINY_OPTIONS, "--force"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote6framesof3subjectsto{folder}" in "".join(result.stdout.split())  # rich wraps long lines
+    assert (FrameIndex.load(folder).label_matrix() == labels).all()
+    assert load_or_generate(config, workers=1)[2]  # reused
+    assert sorted(entry.name for entry in folder.parent.iterdir()) == [folder.name, f"{folder.name}.lock"]
+
+
+def test_force_refuses_a_folder_that_is_not_a_frame_index(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    result = runner.invoke(app, ["synth", *TINY_OPTIONS, "--out", str(out), "--force"])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {out} holds files that are not a frame index; choose another output folder\n"
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_a_frame_index_written_before_hashes_were_recorded_loads_unverified(cold_cache):
+    _, folder, _ = load_or_generate(SynthConfig(**TINY), workers=1)
+    marker = json.loads((folder / MARKER_FILE).read_text())
+    for key in ("files", "rebuild", "sha256"):
+        del marker[key]
+    (folder / MARKER_FILE).write_text(json.dumps(marker))
+    assert load_or_generate(SynthConfig(**TINY), workers=1)[2]
+    truncate_arrow(folder)  # still a one-line error when its Arrow file cannot be read
+    with pytest.raises(UserError, match=rf"^{folder}/frames: unreadable frames \(.*\); rebuild it with: "
+                                        r"aunce-bench synth .* --force$"):
+        load_or_generate(SynthConfig(**TINY), workers=1)
+
+
+def prepared_csv(tmp_path: Path) -> Path:
+    """A three-frame dataset in the generic CSV format."""
+    folder = tmp_path / "GFT"
+    lines = ["image,subject,sequence,frame,AU1,AU12"]
+    for i, subject in enumerate(["g1", "g1", "g2"]):
+        write_image(folder / "frames" / f"{i}.png", noise_image(i))
+        lines.append(f"frames/{i}.png,{subject},v1,{i},{i % 2},1")
+    (folder / "gft.csv").write_text("\n".join(lines) + "\n")
+    return folder / "gft.csv"
+
+
+def test_a_damaged_prepared_dataset_fails_with_one_line_and_force_rebuilds_it(tmp_path):
+    csv, data = prepared_csv(tmp_path), tmp_path / "data"
+    folder = prepare("csv", csv, data_root=data, align=False, workers=1).folder
+    rebuild = f"rebuild it with: aunce-bench prepare csv --root {csv} --out {folder} --no-align --force"
+    flip_labels(folder)
+    with pytest.raises(UserError) as raised:
+        FrameIndex.load(folder)  # as a run loads it: the command comes from the marker
+    assert str(raised.value) == (f"{folder}/frames/{ARROW_FILE}: content differs from the sha256 "
+                                 f"recorded when it was written (damaged or modified); {rebuild}")
+    result = runner.invoke(app, ["prepare", "csv", "--root", str(csv), "--no-align", "--data-root", str(data)])
+    assert result.exit_code == 2 and result.stderr == f"error: {raised.value}\n"
+
+    garble_marker(folder)
+    with pytest.raises(UserError, match=rf"^{folder}/{MARKER_FILE}: damaged frame index marker \(.*\); rebuild it "
+                                        rf"with: aunce-bench prepare csv --root .* --data-root {data} --force$"):
+        prepared_info(data, "gft")  # as planning reads it
+    result = runner.invoke(app, ["prepare", "csv", "--root", str(csv), "--no-align", "--data-root", str(data),
+                                 "--force"])
+    assert result.exit_code == 0, result.output
+    assert FrameIndex.load(folder).label_matrix().tolist() == [[0, 1], [1, 1], [0, 1]]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"subjects": "16"}, "field 'subjects': must be a whole number from 1 to 1000, got '16'"),
+        ({"subjects": 1e14}, "field 'subjects': must be a whole number from 1 to 1000, got 100000000000000.0"),
+        ({"subjects": 10**14}, "field 'subjects': must be a whole number from 1 to 1000, got 100000000000000"),
+        ({"image_size": 8}, "field 'image_size': must be a whole number from 32 to 1024, got 8"),
+        ({"seed": True}, "field 'seed': must be a whole number from 0 to 4294967295, got True"),
+        ({"difficulty": "2"}, "field 'difficulty': Input should be a valid number (got '2')"),
+        ({"profile": "affwild"}, "field 'profile': unknown profile 'affwild'; choose one of: bp4d, disfa"),
+    ],
+)
+def test_synth_config_limits_name_the_field(fields, message):
+    with pytest.raises(ValidationError) as raised:
+        SynthConfig(**fields)
+    assert len(raised.value.errors()) == 1 and validation_message(raised.value) == message
+
+
+def test_synth_config_limits_through_the_cli_are_one_line(tmp_path):
+    result = runner.invoke(app, ["synth", "--size", "8", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert result.stderr == "error: invalid --size: must be a whole number from 32 to 1024, got 8\n"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"frame_stride": "4"}, "field 'frame_stride': must be a whole number from 1 to 10000, got '4'"),
+        ({"image_size": 8}, "field 'image_size': must be a whole number from 32 to 1024, got 8"),
+        ({"pose_bins": []}, "field 'pose_bins': List should have at least 1 item after validation, not 0 (got [])"),
+        ({"pose_bins": "view6"}, "field 'pose_bins': Input should be a valid list (got 'view6')"),
+    ],
+)
+def test_prepared_config_limits_name_the_field(fields, message):
+    with pytest.raises(ValidationError) as raised:
+        PreparedConfig(dataset="bp4d", **fields)
+    assert validation_message(raised.value) == message
+
+
+def test_natural_values_still_validate():
+    assert SynthConfig(difficulty=1, occurrence_threshold=2).difficulty == 1.0
+    assert PreparedConfig(dataset="fera17", frame_stride=40, image_size=64, pose_bins=["view6"]).image_size == 64
+    for path in sorted((BUILTIN / "protocols").glob("synth_*.yaml")):
+        protocol = load_protocol(str(path))
+        for budget in protocol.budgets:
+            assert fold_plans(protocol, budget)
+
+
+def test_concurrent_reports_render_a_gallery_once(cold_cache, monkeypatch):
+    from PIL import Image
+
+    from aunce_bench.data.synth import gallery
+    from aunce_bench.report.plots import gallery_jpeg
+
+    rendered = []
+
+    def slow_grid(config, rows, columns):
+        rendered.append(config)
+        time.sleep(0.5)  # long enough for the other report to find no cached image and wait on the lock
+        return Image.new("RGB", (columns * 8, rows * 8), "grey")
+
+    monkeypatch.setattr(gallery, "sample_grid", slow_grid)
+    config = SynthConfig(**TINY).model_dump()
+    with ThreadPoolExecutor(2) as pool:
+        pages = list(pool.map(lambda _: gallery_jpeg(config, "f" * 64), range(2)))
+    assert len(rendered) == 1 and pages[0] == pages[1]
