@@ -4,13 +4,16 @@
 `au_metrics` the per-AU metrics per group ("all" or a pose bin such as "pose:yaw+20_pitch+0"), and
 `noise_rates` the realised label-noise rates. Predictions live in `<db stem>.predictions/<run_id>.parquet`
 beside the database. A run becomes "done" only in the transaction that stores its metrics, after its
-Parquet file is in place, so nothing half-written is ever marked complete. Several processes may share
-one store (WAL journal, 30 s busy timeout, one short transaction per call). NaN is stored as NULL and
-read back as None.
+Parquet file is in place, so nothing half-written is ever marked complete; the file's sha256 is stored with
+the run and checked on every read. Several processes may share one store (WAL journal, 30 s busy timeout,
+one short transaction per call). NaN is stored as NULL and read back as None. A damaged, locked or
+unwritable database raises a one-line UserError naming it.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import os
@@ -30,7 +33,7 @@ import pyarrow.parquet as pq
 
 from aunce_bench.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("running", "done", "failed")
 METRIC_FIELDS = ("f1", "precision", "recall", "accuracy", "auc", "support", "positives")
 COUNT_FIELDS = ("support", "positives")
@@ -55,7 +58,8 @@ CREATE TABLE IF NOT EXISTS runs (
     spec_json TEXT NOT NULL,
     provenance_json TEXT NOT NULL,
     started_at TEXT NOT NULL,
-    finished_at TEXT
+    finished_at TEXT,
+    predictions_sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_order ON runs (protocol, method, noise, fold, seed, started_at);
 CREATE TABLE IF NOT EXISTS au_metrics (
@@ -80,7 +84,50 @@ CREATE TABLE IF NOT EXISTS noise_rates (
     PRIMARY KEY (run_id, au)
 );
 """
+# Statements that bring a database of schema version N (the key) to N + 1; a new database gets _SCHEMA.
+_MIGRATIONS = {1: ("ALTER TABLE runs ADD COLUMN predictions_sha256 TEXT",)}  # NULL: stored before checksums
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+_UNWRITABLE = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR,
+               sqlite3.SQLITE_FULL)
+
+
+class DamagedPredictions(UserError):
+    """A run's predictions file no longer matches what finish_run wrote, or is no Parquet file: redo the run."""
+
+
+def _database_problem(path: Path, error: sqlite3.DatabaseError) -> str | None:
+    """One line on what `error` says about the database at `path` and what to do; None for errors that are
+    not the database's (a bug in a query, a constraint)."""
+    code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF  # the primary result code
+    if code == sqlite3.SQLITE_NOTADB:
+        return f"{path}: not a results database ({error}); pass another --db"
+    if code == sqlite3.SQLITE_CORRUPT:
+        return (f"{path}: results database damaged ({error}); restore it from a copy or pass another --db "
+                "(the runs' predictions beside it are intact)")
+    if code in _BUSY:
+        return (f"{path}: results database stayed locked for {BUSY_TIMEOUT_S:g} s ({error}); run fewer "
+                "processes that write to one --db at a time")
+    if code in _UNWRITABLE:
+        return (f"{path}: cannot write the results database ({error}); pass a --db in a writable folder "
+                "(SQLite also writes -wal and -shm files there)")
+    return None
+
+
+def _one_line_errors(method):
+    """`method` with failures of the database itself (damaged, locked, unwritable) raised as one-line UserErrors."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as error:
+            problem = _database_problem(self.path, error)
+            if problem is None:
+                raise
+            raise UserError(problem) from error
+
+    return guarded
 
 
 def _real(value: Any) -> float | None:
@@ -138,10 +185,15 @@ def column_array(table: pa.Table, name: str) -> np.ndarray:
 class ResultStore:
     """Runs, per-AU metrics, noise rates and predictions of one results database."""
 
+    @_one_line_errors
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.predictions_dir = self.path.parent / f"{self.path.stem}.predictions"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"{self.path}: cannot create its folder ({error.strerror}); pass a --db in a writable "
+                            "folder") from error
         self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         try:
@@ -155,14 +207,19 @@ class ResultStore:
                         f"{self.path}: results database has schema version {version}, this aunce-bench "
                         f"reads up to {SCHEMA_VERSION}; upgrade aunce-bench or pass another --db"
                     )
-                if version < SCHEMA_VERSION:
+                if version == 0:
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
+                else:
+                    for step in range(version, SCHEMA_VERSION):
+                        for statement in _MIGRATIONS[step]:
+                            conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as error:
             self._conn.close()
-            raise UserError(f"{self.path}: not a usable results database ({exc}); pass another --db") from exc
+            raise UserError(_database_problem(self.path, error)
+                            or f"{self.path}: not a usable results database ({error}); pass another --db") from error
         except BaseException:
             self._conn.close()
             raise
@@ -190,23 +247,26 @@ class ResultStore:
 
     @contextmanager
     def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
+        """One transaction: committed when the block ends, rolled back if it raises (unless SQLite already has)."""
         self._conn.execute(begin)
         try:
             yield self._conn
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
 
     def _prediction_path(self, run_id: str) -> Path:
         return self.predictions_dir / f"{run_id}.parquet"
 
+    @_one_line_errors
     def status(self, run_id: str) -> str | None:
         """The run's status ("running", "done", "failed"), None for an unknown run."""
         row = self._conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return None if row is None else row["status"]
 
+    @_one_line_errors
     def start_run(
         self,
         run_id: str,
@@ -220,14 +280,16 @@ class ResultStore:
         noise: str,
         spec: dict,
         provenance: dict,
+        redo: bool = False,
     ) -> None:
-        """Record the run as "running", replacing a failed or interrupted attempt and its rows."""
+        """Record the run as "running", replacing a failed or interrupted attempt, or with `redo` a done run, with
+        its rows and predictions."""
         if not _RUN_ID.fullmatch(run_id):
             raise ValueError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-'")
         with self._transaction() as conn:
             row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if row is not None and row["status"] == "done":
-                raise ValueError(f"run {run_id} is already done; it is never restarted")
+            if row is not None and row["status"] == "done" and not redo:
+                raise ValueError(f"run {run_id} is already done; it is restarted only with redo=True")
             conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
             conn.execute(
                 "INSERT INTO runs (run_id, method, protocol, dataset, budget, fold, seed, noise, status, "
@@ -248,6 +310,7 @@ class ResultStore:
             )
             self._prediction_path(run_id).unlink(missing_ok=True)
 
+    @_one_line_errors
     def finish_run(
         self,
         run_id: str,
@@ -276,7 +339,7 @@ class ResultStore:
                 if unknown:
                     raise ValueError(f"run {run_id}: unknown metrics {sorted(unknown)} for {group}/{au}")
         table = pa.table({name: _column(values) for name, values in predictions.items()})
-        self._write_predictions(run_id, table)
+        predictions_sha256 = self._write_predictions(run_id, table)
         with self._transaction() as conn:
             row = conn.execute("SELECT status, provenance_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None or row["status"] != "running":
@@ -292,21 +355,24 @@ class ResultStore:
             provenance = json.loads(row["provenance_json"]) | _plain(provenance_update or {})
             conn.execute(
                 "UPDATE runs SET status = 'done', error = NULL, mean_f1 = ?, chance_f1 = ?, wall_s = ?, "
-                "provenance_json = ?, finished_at = ? WHERE run_id = ?",
-                (_real(mean_f1), _real(chance_f1), _real(wall_s), _dumps(provenance), _now(), run_id),
+                "provenance_json = ?, finished_at = ?, predictions_sha256 = ? WHERE run_id = ?",
+                (_real(mean_f1), _real(chance_f1), _real(wall_s), _dumps(provenance), _now(), predictions_sha256,
+                 run_id),
             )
 
-    def _write_predictions(self, run_id: str, table: pa.Table) -> None:
-        """Write the Parquet file atomically: a temporary file in the same folder, then os.replace."""
+    def _write_predictions(self, run_id: str, table: pa.Table) -> str:
+        """Write the Parquet file atomically (a temporary file in the same folder, then os.replace); its sha256."""
         self.predictions_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.predictions_dir, prefix=f".{run_id}.", suffix=".tmp")
         os.close(fd)
         try:
             pq.write_table(table, tmp)
+            sha256 = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
             os.replace(tmp, self._prediction_path(run_id))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        return sha256
 
     @staticmethod
     def _insert_metrics(conn: sqlite3.Connection, run_id: str, metrics: dict[str, dict[str, dict[str, float]]]) -> None:
@@ -325,6 +391,7 @@ class ResultStore:
             ],
         )
 
+    @_one_line_errors
     def fail_run(self, run_id: str, reason: str, wall_s: float | None = None) -> None:
         """Mark a running (or failed) run "failed" with `reason`; a done run is never demoted."""
         with self._transaction() as conn:
@@ -337,6 +404,7 @@ class ResultStore:
                 (reason, _real(wall_s), _now(), run_id),
             )
 
+    @_one_line_errors
     def runs(self, *, method: str | None = None, protocol: str | None = None, status: str | None = None) -> list[dict]:
         """One JSON-ready dict per run, ordered by protocol, method, noise, fold, seed, start time.
 
@@ -403,6 +471,7 @@ class ResultStore:
             )
         return result
 
+    @_one_line_errors
     def au_metrics(self, run_id: str, group: str = "all") -> dict[str, dict[str, float | None]]:
         """AU -> {f1, precision, recall, accuracy, auc, support, positives} of one group (None where NaN)."""
         rows = self._conn.execute(
@@ -411,6 +480,7 @@ class ResultStore:
         ).fetchall()
         return {row["au"]: {name: row[name] for name in METRIC_FIELDS} for row in rows}
 
+    @_one_line_errors
     def positive_rates(self) -> dict[str, dict[str, float | None]]:
         """run_id -> AU -> share of the valid test frames where the AU is present (group "all")."""
         rows = self._conn.execute(
@@ -422,13 +492,49 @@ class ResultStore:
             rates.setdefault(row["run_id"], {})[row["au"]] = row["positives"] / support if support else None
         return rates
 
+    @_one_line_errors
     def predictions(self, run_id: str, columns: list[str] | None = None) -> pa.Table:
-        """The run's per-frame predictions as stored by finish_run: every column, or only `columns` (names it lacks are skipped)."""
+        """The run's per-frame predictions as stored by finish_run: every column, or only `columns` (names it lacks are skipped).
+
+        Raises FileNotFoundError where the file is missing, DamagedPredictions where it no longer matches the
+        sha256 stored with the run or does not read as Parquet.
+        """
         path = self._prediction_path(run_id)
-        if not path.exists():
+        run = self._conn.execute(
+            "SELECT run_id, method, protocol, budget, fold, seed, noise, status, predictions_sha256 FROM runs "
+            "WHERE run_id = ?",
+            (run_id,),
+        ).fetchone()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
             raise FileNotFoundError(
-                f"no predictions for run {run_id} (status: {self.status(run_id) or 'unknown run'}); "
+                f"no predictions for run {run_id} (status: {run['status'] if run else 'unknown run'}); "
                 f"expected {path}"
-            )
-        with pq.ParquetFile(path) as file:  # one file: no dataset machinery (pq.read_table imports pandas)
-            return file.read(columns=columns)
+            ) from None
+        if run is not None and run["predictions_sha256"] not in (None, hashlib.sha256(data).hexdigest()):
+            raise self._damaged(run_id, run, "sha256 mismatch")
+        try:
+            # one file: no dataset machinery (pq.read_table imports pandas)
+            with pq.ParquetFile(pa.BufferReader(data)) as file:
+                return file.read(columns=columns)
+        except pa.ArrowException as error:
+            raise self._damaged(run_id, run, "not readable as Parquet") from error
+
+    def _damaged(self, run_id: str, run: sqlite3.Row | None, reason: str) -> DamagedPredictions:
+        which = (f"run {run_id}" if run is None else
+                 f"run {run_id}: method {run['method']}, protocol {run['protocol']}, budget {run['budget']}, "
+                 f"fold {run['fold']}, seed {run['seed']}, noise {run['noise']}")
+        return DamagedPredictions(f"{self._prediction_path(run_id)}: predictions damaged ({reason}); redo the run "
+                                  f"with 'aunce-bench run ... --redo' ({which})")
+
+    def predictions_intact(self, run_id: str) -> bool:
+        """Whether the run is done and its predictions file is there and matches its sha256 (for a run stored
+        before checksums: reads as Parquet)."""
+        if self.status(run_id) != "done":
+            return False
+        try:
+            self.predictions(run_id)
+        except (FileNotFoundError, DamagedPredictions):
+            return False
+        return True

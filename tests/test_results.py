@@ -1,15 +1,19 @@
-"""ResultStore: round trips, interrupted and failed runs, restarts, concurrency across processes."""
+"""ResultStore: round trips, interrupted and failed runs, restarts, concurrency across processes, damaged
+predictions and databases."""
 
 import json
 import math
 import multiprocessing
+import os
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from aunce_bench.errors import UserError
-from aunce_bench.results import ResultStore
+from aunce_bench import results
+from aunce_bench.results import DamagedPredictions, ResultStore
 
 NAN = float("nan")
 
@@ -19,10 +23,10 @@ def metric(f1, auc=0.7, support=10, positives=4):
             "positives": positives}
 
 
-def start(store, run_id, *, method="aunce", fold=1, seed=0, noise="none", protocol="bp4d-3fold"):
+def start(store, run_id, *, method="aunce", fold=1, seed=0, noise="none", protocol="bp4d-3fold", redo=False):
     store.start_run(
         run_id, method=method, protocol=protocol, dataset="synth-bp4d", budget="quick", fold=fold, seed=seed,
-        noise=noise, spec={"lr": 1e-3, "aus": [12, 1, 4]}, provenance={"git": "abc123", "device": "cpu"},
+        noise=noise, spec={"lr": 1e-3, "aus": [12, 1, 4]}, provenance={"git": "abc123", "device": "cpu"}, redo=redo,
     )
 
 
@@ -126,7 +130,7 @@ def test_fail_then_restart_clears_old_rows(tmp_path):
         assert store.runs()[0]["per_au_f1"] == {"AU12": 0.5, "AU1": 0.25, "AU4": 0.125}
 
 
-def test_done_runs_are_never_restarted_or_failed(tmp_path):
+def test_done_runs_are_never_failed_nor_restarted_without_redo(tmp_path):
     with ResultStore(tmp_path / "r.sqlite") as store:
         start(store, "r1")
         finish(store, "r1")
@@ -184,6 +188,147 @@ def test_bad_input_is_refused(tmp_path):
             store.finish_run("r1", metrics={"all": {"AU1": {"F1": 0.1}}}, mean_f1=0, chance_f1=0, wall_s=0,
                              predictions={})
         assert store.status("r1") == "running"
-    (tmp_path / "junk.sqlite").write_bytes(b"not a database" * 100)
-    with pytest.raises(UserError, match="junk.sqlite"):
-        ResultStore(tmp_path / "junk.sqlite")
+
+
+def one_line(error: pytest.ExceptionInfo) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_flipped_bytes_in_predictions_are_caught_by_the_checksum(tmp_path):
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        start(store, "r1")
+        finish(store, "r1")
+        assert store.predictions_intact("r1")
+        path = tmp_path / "r.predictions" / "r1.parquet"
+        data = bytearray(path.read_bytes())
+        middle = len(data) // 2
+        data[middle:middle + 8] = bytes(255 - byte for byte in data[middle:middle + 8])
+        path.write_bytes(data)
+        with pytest.raises(DamagedPredictions) as error:
+            store.predictions("r1")
+        assert one_line(error) == (
+            f"{path}: predictions damaged (sha256 mismatch); redo the run with 'aunce-bench run ... --redo' "
+            "(run r1: method aunce, protocol bp4d-3fold, budget quick, fold 1, seed 0, noise none)")
+        assert isinstance(error.value, UserError) and not store.predictions_intact("r1")
+
+
+def test_truncated_predictions_are_damaged(tmp_path):
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        for run_id in ("r1", "old"):
+            start(store, run_id, seed=len(run_id))
+            finish(store, run_id)
+            path = tmp_path / "r.predictions" / f"{run_id}.parquet"
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        with store._transaction() as conn:  # stored before checksums: only Parquet itself can tell
+            conn.execute("UPDATE runs SET predictions_sha256 = NULL WHERE run_id = 'old'")
+        with pytest.raises(DamagedPredictions, match=r"r1\.parquet: predictions damaged \(sha256 mismatch\)"):
+            store.predictions("r1")
+        with pytest.raises(DamagedPredictions) as error:
+            store.predictions("old", ["prob"])
+        assert one_line(error).startswith(f"{path}: predictions damaged (not readable as Parquet); redo the run")
+        assert not store.predictions_intact("r1") and not store.predictions_intact("old")
+
+
+def test_predictions_intact_only_for_done_runs_with_their_file(tmp_path):
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        for run_id in ("done", "unchecked", "lost", "running"):
+            start(store, run_id, seed=len(run_id))
+        for run_id in ("done", "unchecked", "lost"):
+            finish(store, run_id)
+        with store._transaction() as conn:
+            conn.execute("UPDATE runs SET predictions_sha256 = NULL WHERE run_id = 'unchecked'")
+        (tmp_path / "r.predictions" / "lost.parquet").unlink()
+        assert [store.predictions_intact(run_id) for run_id in ("done", "unchecked", "lost", "running", "nope")] == [
+            True, True, False, False, False]
+        assert store.predictions("unchecked").num_rows == 3
+        with pytest.raises(FileNotFoundError, match="no predictions for run lost \\(status: done\\)"):
+            store.predictions("lost")
+
+
+def test_redo_replaces_a_done_run(tmp_path):
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        start(store, "r1")
+        finish(store, "r1", f1=0.5)
+        start(store, "r1", redo=True)
+        assert store.status("r1") == "running" and metric_rows(tmp_path / "r.sqlite", "r1") == 0
+        assert store.runs()[0]["noise_rates"] == {} and "images_per_s" not in store.runs()[0]["provenance"]
+        assert not (tmp_path / "r.predictions" / "r1.parquet").exists()
+        finish(store, "r1", f1=0.75)
+        [run] = store.runs()
+        assert (run["status"], run["mean_f1"], run["per_au_f1"]["AU12"]) == ("done", 0.75, 0.75)
+        assert store.predictions_intact("r1")
+
+
+def test_schema_version_1_is_upgraded_and_its_runs_stay_readable(tmp_path):
+    db = tmp_path / "r.sqlite"
+    with ResultStore(db) as store:
+        start(store, "r1")
+        finish(store, "r1")
+    with sqlite3.connect(db) as conn:  # as aunce-bench wrote it before checksums
+        conn.execute("ALTER TABLE runs DROP COLUMN predictions_sha256")
+        conn.execute("PRAGMA user_version = 1")
+    with ResultStore(db) as store:
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store._conn.execute("SELECT predictions_sha256 FROM runs").fetchone()[0] is None
+        assert store.predictions_intact("r1") and store.predictions("r1").num_rows == 3
+        start(store, "r2", seed=1)
+        finish(store, "r2")
+        assert store._conn.execute("SELECT predictions_sha256 FROM runs WHERE run_id = 'r2'").fetchone()[0]
+
+
+def test_damaged_database_page_gives_one_line_naming_the_file(tmp_path):
+    db = tmp_path / "r.sqlite"
+    with ResultStore(db) as store:
+        for i in range(40):  # runs, metrics and noise rates over many pages
+            start(store, f"r{i}", seed=i)
+            finish(store, f"r{i}")
+        page_size = store._conn.execute("PRAGMA page_size").fetchone()[0]
+    assert db.stat().st_size > 8 * page_size and not Path(f"{db}-wal").exists()  # all of it checkpointed
+    with open(db, "r+b") as file:  # page 2, the root of table runs
+        file.seek(page_size)
+        file.write(b"\xa5" * page_size)
+    with ResultStore(db) as store:  # page 1 (header and schema) is intact: opening works
+        for call in (store.runs, lambda: store.status("r1"), lambda: start(store, "new")):
+            with pytest.raises(UserError) as error:
+                call()
+            assert one_line(error).startswith(f"{db}: results database damaged (database disk image is malformed); "
+                                              "restore it from a copy or pass another --db")
+
+
+def test_not_a_database_gives_one_line(tmp_path):
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database" * 1000)
+    with pytest.raises(UserError) as error:
+        ResultStore(junk)
+    assert one_line(error) == f"{junk}: not a results database (file is not a database); pass another --db"
+
+
+def test_read_only_folder_gives_one_line(tmp_path):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):  # root writes anywhere but in a read-only file system such as /proc
+        folder = Path("/proc")
+    with pytest.raises(UserError) as error:
+        ResultStore(folder / "x.sqlite")
+    assert one_line(error).startswith(f"{folder / 'x.sqlite'}: cannot write the results database (unable to open "
+                                      "database file); pass a --db in a writable folder")
+    with pytest.raises(UserError) as error:
+        ResultStore(folder / "sub" / "x.sqlite")
+    assert one_line(error).startswith(f"{folder / 'sub' / 'x.sqlite'}: cannot create its folder")
+
+
+def test_database_locked_past_the_busy_timeout_gives_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "BUSY_TIMEOUT_S", 0.2)
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        start(store, "r1")
+        with sqlite3.connect(tmp_path / "r.sqlite", isolation_level=None) as other:
+            other.execute("BEGIN IMMEDIATE")  # another writer that does not let go
+            with pytest.raises(UserError) as error:
+                start(store, "r2", seed=1)
+            other.execute("ROLLBACK")
+        assert one_line(error) == (f"{tmp_path / 'r.sqlite'}: results database stayed locked for 0.2 s (database is "
+                                   "locked); run fewer processes that write to one --db at a time")
+        assert store.runs()[0]["run_id"] == "r1"
