@@ -71,6 +71,8 @@ def synth(
     workers: Annotated[Optional[int], typer.Option(help="worker processes (default: all cores)")] = None,
     gallery: Annotated[Optional[Path], typer.Option(help="also write a gallery PNG here")] = None,
     gallery_only: Annotated[bool, typer.Option(help="write the gallery without generating the dataset")] = False,
+    force: Annotated[bool, typer.Option("--force", help="generate again, replacing the frame index at the output "
+                                                        "folder (a damaged cache)")] = False,
 ) -> None:
     """Generate a SynthAU dataset (a FrameIndex on disk) and optionally a gallery PNG."""
     from aunce_bench.data.synth.generate import SynthConfig, load_or_generate
@@ -92,7 +94,7 @@ def synth(
                           console=console, transient=True) as bar:
                 task = bar.add_task("subjects", total=config.subjects)
                 index, folder, reused = load_or_generate(
-                    config, out, workers, progress=lambda done, total: bar.update(task, completed=done))
+                    config, out, workers, progress=lambda done, total: bar.update(task, completed=done), force=force)
             _print_summary(index, folder, reused, time.perf_counter() - started)
         if gallery is not None:
             from aunce_bench.data.synth.gallery import write_gallery
@@ -111,7 +113,7 @@ def _print_summary(index, folder: Path, reused: bool, seconds: float) -> None:
     console.print(table)
     subjects = len(set(index.frames["subject"]))
     if reused:
-        console.print(f"already generated, reused: {folder}")
+        console.print(f"already generated, reused: {folder} (pass --force to generate it again)")
     else:
         console.print(f"wrote {len(index)} frames of {subjects} subjects to {folder} "
                       f"in {seconds:.1f} s ({len(index) / seconds:.0f} faces/s)")
@@ -149,21 +151,21 @@ def _init(text: str | None) -> str | None:
 
 @app.command()
 def run(
-    method: Annotated[str, typer.Option(help="method name (methods/NAME.yaml) or path to a method YAML")],
-    protocol: Annotated[str, typer.Option(help="protocol name (protocols/NAME.yaml) or path to a protocol YAML")],
+    method: Annotated[str, typer.Option(help="method name (aunce-bench list methods) or path to a method YAML")],
+    protocol: Annotated[str, typer.Option(help="protocol name (aunce-bench list protocols) or path to a protocol YAML")],
     quick: Annotated[bool, typer.Option("--quick", help="use the protocol's quick budget (smoke test)")] = False,
     budget: Annotated[Optional[str], typer.Option(
         help="quick, standard or full (default: standard, or full where a protocol on real data has no standard)")] = None,
     folds: Annotated[Optional[str], typer.Option(help="folds to run, e.g. 1,2 (default: all)")] = None,
     seeds: Annotated[str, typer.Option(help="seeds, e.g. 0,1")] = "0",
     noise: Annotated[str, typer.Option(help="training-label noise TYPE:RATE, e.g. symmetric:0.2")] = "none",
-    selection: Annotated[Optional[str], typer.Option(
-        help="model selection: strict (validation subjects) or official (last epoch, as published); "
-             "default: the protocol's")] = None,
+    selection: Annotated[Optional[str], typer.Option(help=_SELECTION_HELP)] = None,
     init: Annotated[Optional[str], typer.Option(help=_INIT_HELP)] = None,
     db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    redo: Annotated[bool, typer.Option("--redo", help="run again runs already done (replacing their results)")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="print the traceback of each failed run")] = False,
 ) -> None:
     """Run a method on a protocol, fold by fold and seed by seed, and store the results."""
     from aunce_bench.console import print_run_summary
@@ -175,34 +177,57 @@ def run(
         budget = "quick" if quick else budget
         if budget is not None and budget not in BUDGETS:
             raise UserError(f"invalid --budget: '{budget}'; choose one of: {', '.join(BUDGETS)}")
-        if selection not in (None, "strict", "official"):
-            raise UserError(f"invalid --selection: '{selection}'; choose strict or official")
+        _check_selection(selection)
         torch_device = _torch_device(device)
         method_spec, protocol_spec = load_method(method), load_protocol(protocol)
         budget = budget or protocol_spec.default_budget
         runs = plan_runs(method_spec, protocol_spec, budget, _int_list(folds, "--folds"),
                          _int_list(seeds, "--seeds") or [0], parse_noise(noise), data_root, selection, _init(init))
         store = ResultStore(_db_path(db))
-        outcomes = _execute(runs, store, torch_device, data_root)
+        outcomes = _execute(runs, store, torch_device, data_root, redo)
         print_run_summary(console, method_spec.name, protocol_spec.name, budget, outcomes)
-        _exit_if_failed(outcomes)
+        _finish(outcomes, debug)
 
 
-def _execute(runs, store, device, data_root):
-    """Run what is not done yet, with progress bars; runs already done are skipped and said so."""
+_SELECTION_HELP = ("model selection: strict (best epoch on validation subjects held out of the training folds), "
+                   "last_epoch (the final model, as the released scripts) or test_fold (best epoch on the test fold, "
+                   "the published practice: optimistic, flagged in every table); default: the protocol's")
+
+
+def _check_selection(selection: str | None) -> None:
+    from aunce_bench.specs import SELECTIONS
+
+    if selection is not None and selection not in SELECTIONS:
+        raise UserError(f"invalid --selection: '{selection}'; choose {', '.join(SELECTIONS)}")
+
+
+def _execute(runs, store, device, data_root, redo=False):
+    """Run what is not done yet, with progress bars; skipped runs are said so."""
     from aunce_bench.console import RichProgress
     from aunce_bench.launch import execute
 
+    def skipped(r, reason):
+        console.print(f"{reason}, skipping: {r.method.name} {r.fold_name} seed {r.seed} noise {r.noise} ({r.run_id})")
+
     with RichProgress(console, total_runs=len(runs)) as progress:
-        return execute(runs, store, device, progress,
-                       on_skip=lambda r: console.print(f"already done, skipping: {r.method.name} {r.fold_name} "
-                                                       f"seed {r.seed} noise {r.noise} ({r.run_id})"), root=data_root)
+        return execute(runs, store, device, progress, on_skip=skipped, root=data_root, redo=redo)
 
 
-def _exit_if_failed(outcomes) -> None:
+def _finish(outcomes, debug: bool) -> None:
+    """The plan's tally (done / failed / skipped), each failure's reason (and traceback with --debug); exit
+    status 1 when any run failed."""
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("done", "failed", "skipped")}
+    console.print(", ".join(f"{count} {status}" for status, count in counts.items()) + f" of {len(outcomes)} run(s)")
     failed = [o for o in outcomes if o.status == "failed"]
+    for outcome in failed:
+        run = outcome.run
+        if debug and outcome.traceback:
+            typer.echo(outcome.traceback, err=True)
+        typer.echo(f"failed: {run.method.name} {run.fold_name} seed {run.seed} noise {run.noise} ({run.run_id}): "
+                   f"{outcome.error.splitlines()[0] if outcome.error else 'no reason recorded'}", err=True)
     if failed:
-        typer.echo(f"error: {len(failed)} run(s) failed: {failed[0].error}", err=True)
+        hint = "" if debug else "; --debug prints the tracebacks"
+        typer.echo(f"error: {len(failed)} of {len(outcomes)} run(s) failed{hint}", err=True)
         raise typer.Exit(1)
 
 
@@ -304,9 +329,33 @@ def results(
         with ResultStore(_stored(db)) as store:
             runs = store.runs(method=method, protocol=protocol)
             if leaderboard:
-                typer.echo(format_leaderboards(leaderboards(runs, store), format))
+                boards = leaderboards(runs, store)
+                typer.echo(format_leaderboards(boards, format))
+                for warning in (warning for board in boards for warning in board.warnings):
+                    typer.echo(f"warning: {warning}", err=True)
             else:
                 typer.echo(format_runs(runs, format))
+
+
+@app.command("results-page")
+def results_page(
+    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    out: Annotated[Path, typer.Option(help="the Markdown page to write")] = Path("docs/RESULTS.md"),
+    resamples: Annotated[int, typer.Option(help="bootstrap resamples of the difference-to-best intervals")] = 1000,
+) -> None:
+    """Write the dated results page (machines, versions, leaderboards, noise curves) from a store as Markdown."""
+    from aunce_bench.paths import check_writable
+    from aunce_bench.report.results_page import results_page as page
+    from aunce_bench.results import ResultStore
+
+    with _user_errors():
+        if resamples < 100:
+            raise UserError(f"invalid --resamples: {resamples}; use at least 100")
+        check_writable(out.parent)
+        with ResultStore(_stored(db)) as store:
+            text = page(store, resamples)
+        out.write_text(text)
+        console.print(f"wrote {out} ({len(text.splitlines())} lines)")
 
 
 @app.command()
@@ -325,7 +374,9 @@ def report(
         path = _stored(db)
         check_writable(out)
         started = time.perf_counter()
-        index = build_report(path, out, resamples)
+        index, warnings = build_report(path, out, resamples)
+        for warning in warnings:
+            typer.echo(f"warning: {warning}", err=True)
         console.print(f"report: {index} ({time.perf_counter() - started:.1f} s)")
 
 
@@ -361,6 +412,8 @@ def noise_curve(
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
     init: Annotated[Optional[str], typer.Option(help=_INIT_HELP)] = None,
+    selection: Annotated[Optional[str], typer.Option(help=_SELECTION_HELP)] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="print the traceback of each failed run")] = False,
 ) -> None:
     """Run methods at several label-noise rates (reusing stored runs), then plot and tabulate mean F1 per rate."""
     from aunce_bench.data.noise import CLEAN, NOISE_MODELS, NoiseSpec
@@ -379,6 +432,7 @@ def noise_curve(
         if noise_type not in NOISE_MODELS:
             raise UserError(f"invalid --noise-type: unknown noise type '{noise_type}'; known: "
                             f"{', '.join(NOISE_MODELS)}")
+        _check_selection(selection)
         rates = _levels(levels)
         method_specs = [load_method(name.strip()) for name in methods.split(",") if name.strip()]
         if not method_specs:
@@ -391,20 +445,20 @@ def noise_curve(
         runs = [run for method_spec in method_specs for rate in rates
                 for run in plan_runs(method_spec, protocol_spec, budget, fold_list, seed_list,
                                      NoiseSpec(CLEAN, 0.0) if rate == 0 else NoiseSpec(noise_type, rate), data_root,
-                                     init=_init(init))]
+                                     selection, _init(init))]
         store = ResultStore(_db_path(db))
         outcomes = _execute(runs, store, torch_device, data_root)
         planned = {run.run_id for run in runs}
         curves = noise_curves([run for run in store.runs(protocol=protocol_spec.name) if run["run_id"] in planned])
         if curves:
             stem = out / _file_name(f"noise_curve_{protocol_spec.name}_{budget}_{noise_type}")
-            html, figure = noise_page(curves, plots.method_colours([spec.name for spec in method_specs]))
+            html, figure = noise_page(curves, plots.method_colours([label for curve in curves for label in curve.points]))
             stem.with_suffix(".html").write_text(html)
             plots.save_png(figure, stem.with_suffix(".png"))
             for curve in curves:
                 console.print(_noise_table(curve))
             console.print(f"wrote {stem.with_suffix('.html')} and {stem.with_suffix('.png')}")
-        _exit_if_failed(outcomes)
+        _finish(outcomes, debug)
 
 
 def _file_name(text: str) -> str:
@@ -505,26 +559,27 @@ def init_build(
 def list_components(
     what: Annotated[str, typer.Argument(help="methods, protocols or datasets")],
 ) -> None:
-    """List the available methods, protocols or datasets."""
+    """List the available methods, protocols or datasets, and where each comes from."""
     from aunce_bench.registry import DATASETS
-    from aunce_bench.specs import list_methods, list_protocols, load_method, load_protocol
+    from aunce_bench.specs import SEARCH_PATH_VARIABLE, available, load_method, load_protocol
 
     with _user_errors():
+        if what not in ("methods", "protocols", "datasets"):
+            raise UserError(f"invalid argument '{what}': choose methods, protocols or datasets")
         table = Table(show_header=True)
         table.add_column("name")
         table.add_column("description")
-        if what == "methods":
-            for name in list_methods():
-                table.add_row(name, " ".join(load_method(name).description.split()))
-        elif what == "protocols":
-            for name in list_protocols():
-                table.add_row(name, " ".join(load_protocol(name).description.split()))
-        elif what == "datasets":
+        if what == "datasets":
             for name, description in DATASETS.items():
                 table.add_row(name, description)
         else:
-            raise UserError(f"invalid argument '{what}': choose methods, protocols or datasets")
+            load = load_method if what == "methods" else load_protocol
+            table.add_column("from")
+            for item in available(what):
+                table.add_row(item.name, " ".join(load(str(item.path)).description.split()), item.origin)
         console.print(table)
+        if what != "datasets":
+            console.print(f"more {what}: folders on ${SEARCH_PATH_VARIABLE} holding {what}/NAME.yaml, or a YAML path")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""Execute RunSpecs: data, noise, fit, predict, metrics, store. Runs already done are skipped."""
+"""Execute RunSpecs: data, noise, fit, predict, metrics, store.
+
+Runs already done are skipped (unless redone, or their stored predictions are damaged). A run that raises is
+stored as failed with the exception's type and message and the plan goes on; only an interrupt stops it.
+A lock file per run id (beside the store) keeps two processes from executing the same run at once; the
+operating system releases it when its holder dies, even by kill -9.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,14 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 
 from aunce_bench import __version__
 from aunce_bench.data.loaders import FrameSet, load_frames
@@ -23,18 +31,22 @@ from aunce_bench.metrics import AUMetrics, au_metrics, chance_f1, grouped_au_met
 from aunce_bench.protocols import split_validation
 from aunce_bench.registry import get_recipe
 from aunce_bench.results import ResultStore
-from aunce_bench.specs import PROJECT_ROOT, RunSpec
+from aunce_bench.specs import RunSpec
 from aunce_bench.training.common import Progress, TrainContext, TrainingDiverged
+
+
+CHECKOUT = Path(__file__).resolve().parent.parent  # the source checkout, when the package runs from one
 
 
 @dataclass(frozen=True)
 class RunOutcome:
     run: RunSpec
-    status: str  # "done", "skipped" (already done), "failed"
+    status: str  # "done", "failed", "skipped" (already done, or running in another process)
     mean_f1: float | None = None
     chance_f1: float | None = None
     wall_s: float | None = None
-    error: str | None = None
+    error: str | None = None  # why it failed or was skipped
+    traceback: str | None = None  # of an unexpected exception, printed with --debug
     per_au: dict[str, dict[str, float]] | None = None  # AU -> f1, auc, precision, recall, train_rate, test_rate
 
     @property
@@ -54,10 +66,13 @@ def _versions() -> dict[str, str]:
 
 
 def _git_revision() -> str | None:
+    """The checkout's commit (with "-dirty" for uncommitted changes); None for an installed package."""
+    if not (CHECKOUT / ".git").exists():
+        return None
     try:
-        result = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True,
+        result = subprocess.run(["git", "-C", str(CHECKOUT), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(CHECKOUT), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -99,12 +114,12 @@ def _metrics_table(metrics: dict[str, dict[str, AUMetrics]]) -> dict[str, dict[s
 
 
 def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress: Progress,
-                root: Path | None = None) -> RunOutcome:
+                root: Path | None = None, redo: bool = False) -> RunOutcome:
     """One run from data to stored metrics; failures are stored with their reason. Prepared datasets are
-    looked up under `root` (see `data_root`)."""
+    looked up under `root` (see `data_root`); `redo` replaces a done run."""
     started = time.perf_counter()
     root = data_root(root)
-    store.start_run(run.run_id, method=run.method.name, protocol=run.protocol, dataset=_dataset(run.test_data),
+    store.start_run(run.run_id, redo=redo, method=run.method.name, protocol=run.protocol, dataset=_dataset(run.test_data),
                     budget=run.budget, fold=run.fold, seed=run.seed, noise=run.noise, spec=run.model_dump(mode="json"),
                     provenance={"versions": _versions(), "git_revision": _git_revision(),
                                 "device": _device_name(device), "selection": run.selection,
@@ -114,13 +129,9 @@ def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress
         noise = NoiseSpec.parse(run.noise)
         noisy_labels, flips = apply_label_noise(pool.labels, noise, seed=run.seed)
         pool = pool.with_labels(noisy_labels)  # noise hits the training folds only; test labels stay clean
-        if run.selection == "strict":
-            fit_subjects, _ = split_validation(run.train_subjects, run.validation_fraction, run.fold)
-            in_fit = np.isin(pool.keys["subject"], fit_subjects)
-            train, val = pool.subset(in_fit), pool.subset(~in_fit)
-        else:
-            train, val = pool, None
         test = run_frames(run.test_data, run.test_subjects, run.aus, root)
+        train, val = _selection_split(run, pool, test)
+        _check_batches(run, train)
         data_s = time.perf_counter() - started
 
         recipe = get_recipe(run.method.recipe)(run, TrainContext(device, run.seed, progress))
@@ -156,13 +167,37 @@ def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress
                          "train_rate": rate(train.labels[:, k]), "test_rate": rate(test.labels[:, k])}
                   for k, (name, m) in enumerate(metrics["all"].items())}
         return RunOutcome(run, "done", mean_f1(metrics["all"]), chance_f1(test.labels, au_names), wall_s, per_au=per_au)
-    except TrainingDiverged as error:
+    except (TrainingDiverged, UserError) as error:  # expected failures: the message says what to change
         store.fail_run(run.run_id, str(error), time.perf_counter() - started)
         return RunOutcome(run, "failed", error=str(error), wall_s=time.perf_counter() - started)
-    except BaseException as error:  # interrupted or crashed: never left looking complete
+    except Exception as error:  # unexpected: stored with its type, the plan goes on
         reason = type(error).__name__ + (f": {error}" if str(error) else "")
         store.fail_run(run.run_id, reason, time.perf_counter() - started)
+        return RunOutcome(run, "failed", error=reason, wall_s=time.perf_counter() - started,
+                          traceback=traceback.format_exc())
+    except BaseException as error:  # interrupted: never left looking complete, and the plan stops
+        store.fail_run(run.run_id, type(error).__name__, time.perf_counter() - started)
         raise
+
+
+def _selection_split(run: RunSpec, pool: FrameSet, test: FrameSet) -> tuple[FrameSet, FrameSet | None]:
+    """(training frames, frames that select the epoch) under the run's selection policy: held-out validation
+    subjects (strict), none (last_epoch: the final model), or the test fold itself (test_fold, optimistic)."""
+    if run.selection == "strict":
+        fit_subjects, _ = split_validation(run.train_subjects, run.validation_fraction, run.fold)
+        in_fit = np.isin(pool.keys["subject"], fit_subjects)
+        return pool.subset(in_fit), pool.subset(~in_fit)
+    return pool, (test if run.selection == "test_fold" else None)
+
+
+def _check_batches(run: RunSpec, train: FrameSet) -> None:
+    """Refuse a run that would train on zero batches (batches drop their incomplete remainder)."""
+    spec = run.method.train
+    if spec is not None and len(train) < spec.batch_size:
+        raise UserError(f"method {run.method.name}: field 'train.batch_size': {spec.batch_size} is more than the "
+                        f"{len(train)} training frames of {run.fold_name}, so no batch would train; lower batch_size")
+    if len(train) == 0:
+        raise UserError(f"protocol {run.protocol}: {run.fold_name} has no training frames")
 
 
 def _build_inits(runs: list[RunSpec], device: torch.device, progress: Progress) -> None:
@@ -174,16 +209,36 @@ def _build_inits(runs: list[RunSpec], device: torch.device, progress: Progress) 
         ensure_synthface(synthface_config(backbone, crop), device, progress)
 
 
+def _kept(store: ResultStore, run: RunSpec, redo: bool) -> bool:
+    """Whether a run is done and stays so: not asked to redo, and its stored predictions are intact."""
+    return store.status(run.run_id) == "done" and not redo and store.predictions_intact(run.run_id)
+
+
 def execute(runs: list[RunSpec], store: ResultStore, device: torch.device, progress: Progress,
-            on_skip=lambda run: None, root: Path | None = None) -> list[RunOutcome]:
-    _build_inits([run for run in runs if store.status(run.run_id) != "done"], device, progress)
+            on_skip=lambda run, reason: None, root: Path | None = None, redo: bool = False) -> list[RunOutcome]:
+    """Run each RunSpec not done yet (`redo`: every one); `on_skip(run, reason)` hears of each skipped run."""
+    _build_inits([run for run in runs if not _kept(store, run, redo)], device, progress)
+    locks = store.path.parent / f"{store.path.stem}.locks"
+    locks.mkdir(parents=True, exist_ok=True)
     outcomes = []
     for run in runs:
-        if store.status(run.run_id) == "done":
-            on_skip(run)
-            outcomes.append(RunOutcome(run, "skipped"))
-            continue
         progress.run_started(f"{run.method.name} {run.fold_name} seed {run.seed}")
-        outcomes.append(execute_run(run, store, device, progress, root))
+        lock = FileLock(locks / f"{run.run_id}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            outcome = RunOutcome(run, "skipped", error="running in another process")
+        else:
+            try:  # checked again under the lock: another process may have finished it meanwhile
+                if _kept(store, run, redo):
+                    outcome = RunOutcome(run, "skipped", error="already done")
+                else:
+                    was_done = store.status(run.run_id) == "done"
+                    outcome = execute_run(run, store, device, progress, root, redo=was_done)
+            finally:
+                lock.release()
+        if outcome.status == "skipped":
+            on_skip(run, outcome.error)
+        outcomes.append(outcome)
         progress.run_finished()
     return outcomes

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from aunce_bench.data.noise import NoiseSpec
 from aunce_bench.data.prepared import PreparedConfig, data_root, prepared_info
 from aunce_bench.data.synth.generate import SynthConfig, subject_names
 from aunce_bench.data.synth.profiles import PROFILES
 from aunce_bench.errors import UserError
-from aunce_bench.specs import DEFAULT_INIT, Budget, DataSpec, MethodSpec, ProtocolSpec, RunSpec
+from aunce_bench.specs import DEFAULT_INIT, DataSpec, MethodSpec, ProtocolSpec, RunSpec, validation_message
 
 DataConfig = SynthConfig | PreparedConfig
 
@@ -47,7 +48,8 @@ class _Data:
     where: str  # for messages
 
 
-def _resolve(data: DataSpec, protocol: ProtocolSpec, budget: Budget, test: bool, root: Path) -> _Data:
+def _resolve(data: DataSpec, protocol: ProtocolSpec, budget_name: str, test: bool, root: Path) -> _Data:
+    budget = protocol.budget(budget_name)
     settings = {**budget.data, "occurrence_threshold": protocol.occurrence_threshold, **data.overrides}
     if test:
         settings.update({**protocol.test_data_overrides, **budget.test_data})
@@ -57,8 +59,11 @@ def _resolve(data: DataSpec, protocol: ProtocolSpec, budget: Budget, test: bool,
             config = SynthConfig(profile=data.profile, **settings).resolved()
         else:
             config = PreparedConfig(dataset=data.dataset, fingerprint=info.fingerprint, **settings)
+    except ValidationError as error:
+        raise UserError(f"protocol {protocol.name}: data settings of budget '{budget_name}': "
+                        f"{validation_message(error)}")
     except ValueError as error:
-        raise UserError(f"protocol {protocol.name}: invalid data settings: {error}".splitlines()[0])
+        raise UserError(f"protocol {protocol.name}: data settings of budget '{budget_name}': {error}")
     if info is None:
         return _Data(config, subject_names(config), list(PROFILES[config.profile].labels.labelled_aus), {},
                      f"SynthAU {config.profile}")
@@ -103,18 +108,18 @@ def _partition(protocol: ProtocolSpec, data: _Data, name: str) -> list[str]:
 
 def fold_plans(protocol: ProtocolSpec, budget_name: str, root: Path | None = None) -> list[FoldPlan]:
     """The folds of a protocol under a budget; prepared data is looked up under `root` (see `data_root`)."""
-    budget, root = protocol.budget(budget_name), data_root(root)
+    root = data_root(root)
     split = protocol.split
     if split.kind == "cross":
         plans = []
         for k, direction in enumerate(split.directions, start=1):
-            train = _resolve(direction.train, protocol, budget, False, root)
-            test = _resolve(direction.test, protocol, budget, True, root)
+            train = _resolve(direction.train, protocol, budget_name, False, root)
+            test = _resolve(direction.test, protocol, budget_name, True, root)
             plans.append(FoldPlan(k, direction.name, train.config, test.config, train.subjects, test.subjects,
                                   _aus(protocol, train, test)))
         return plans
-    train = _resolve(protocol.data, protocol, budget, False, root)
-    test = _resolve(protocol.data, protocol, budget, True, root)
+    train = _resolve(protocol.data, protocol, budget_name, False, root)
+    test = _resolve(protocol.data, protocol, budget_name, True, root)
     aus = _aus(protocol, train, test)
     if split.kind == "partition":
         train_subjects, test_subjects = _partition(protocol, train, split.train), _partition(protocol, test, split.test)
@@ -152,13 +157,20 @@ def resolved_method(method: MethodSpec, protocol: ProtocolSpec, budget: str, ini
 
     The init is `init` (the command line) if given, else the method's for this budget, else the protocol
     budget's, else DEFAULT_INIT of the budget."""
+    from aunce_bench.models.backbones import check_backbone
     from aunce_bench.models.init import resolve_init
-    from aunce_bench.registry import get_recipe
+    from aunce_bench.registry import check_loss, get_recipe
 
-    resolved = method.for_budget(budget)
+    try:
+        resolved = method.for_budget(budget)
+    except ValidationError as error:
+        raise UserError(f"{method.where}: budget '{budget}' overrides: {validation_message(error)}")
     missing = [name for name in get_recipe(resolved.recipe).needs if getattr(resolved, name) is None]
     if missing:
-        raise UserError(f"method {method.name}: recipe {resolved.recipe} needs the field '{missing[0]}'")
+        raise UserError(f"{method.where}: recipe {resolved.recipe} needs the field '{missing[0]}'")
+    if resolved.loss is not None:
+        check_loss(resolved.loss, method.where)
+    check_backbone(resolved.model.backbone, method.where)
     chosen = init or resolved.model.init or protocol.budget(budget).init or DEFAULT_INIT[budget]
     chosen, init_hash = resolve_init(chosen, resolved.model.backbone, protocol.budgets[budget].crop_size)
     return resolved.model_copy(update={"model": resolved.model.model_copy(update={"init": chosen})}), init_hash
@@ -175,14 +187,28 @@ def _check_pool_disjoint(plans: list[FoldPlan], protocol: ProtocolSpec) -> None:
                                 "pretraining identities; choose another seed or another --init")
 
 
+def _check_crop(plans: list[FoldPlan], protocol: ProtocolSpec, budget: str) -> None:
+    """The network input is cropped from the stored faces: it cannot be larger than them."""
+    from aunce_bench.data.faces import OUTPUT_SIZE
+
+    crop = protocol.budgets[budget].crop_size
+    for plan in plans:
+        for data in (plan.train_data, plan.test_data):
+            size = data.image_size or OUTPUT_SIZE
+            if crop > size:
+                raise UserError(f"protocol {protocol.name}: field 'budgets.{budget}.crop_size': {crop} px is larger "
+                                f"than the {size} px faces of its data; lower crop_size or raise data.image_size")
+
+
 def plan_runs(method: MethodSpec, protocol: ProtocolSpec, budget: str, folds: list[int] | None,
               seeds: list[int], noise: NoiseSpec, root: Path | None = None,
               selection: str | None = None, init: str | None = None) -> list[RunSpec]:
     """Every RunSpec of a method on a protocol: selected folds x seeds, one noise setting.
 
-    `selection` overrides the protocol's model-selection policy (strict or official), `init` the backbone
-    initialisation (see `resolved_method`)."""
+    `selection` overrides the protocol's model-selection policy (strict, last_epoch or test_fold), `init` the
+    backbone initialisation (see `resolved_method`)."""
     plans = fold_plans(protocol, budget, root)
+    _check_crop(plans, protocol, budget)
     if folds:
         wrong = [k for k in folds if not 1 <= k <= len(plans)]
         if wrong:

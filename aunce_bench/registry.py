@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
@@ -59,6 +60,19 @@ def get_recipe(name: str) -> type["Recipe"]:
     if name not in RECIPES:
         raise _unknown("recipe", name, RECIPES)
     return RECIPES[name]
+
+
+def check_loss(spec: LossSpec, where: str) -> None:
+    """A UserError naming `where` unless `spec` names a known loss and only options its function takes."""
+    table = SUPERVISED_LOSSES | CONTRASTIVE_LOSSES
+    if spec.name not in table:
+        raise UserError(f"{where}: field 'loss.name': {_unknown('loss', spec.name, table)}")
+    parameters = inspect.signature(table[spec.name]).parameters
+    options = [name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = [key for key in spec.model_dump() if key != "name" and key not in options]
+    if unknown:
+        raise UserError(f"{where}: field 'loss.{unknown[0]}': loss '{spec.name}' has no option '{unknown[0]}'; "
+                        f"its options: {', '.join(options) or 'none'}")
 
 
 def loss(spec: LossSpec, table: dict[str, Callable]) -> Callable:

@@ -5,6 +5,10 @@ compute each budget (`quick`, `standard`, `full`; on prepared real data `quick` 
 (`methods/<name>.yaml`) is a recipe with its hyperparameters, optional per-budget overrides, a citation and
 the numbers its paper reports. A `RunSpec` is one (method, protocol, budget, fold, seed, noise) with
 everything resolved; its content hash is the run id.
+
+Names are looked up in the folders of `AUNCE_BENCH_PATH` (each may hold `methods/` and `protocols/`), then
+among the built-in YAMLs shipped inside the package (`aunce_bench/builtin`); a path to a YAML file works
+anywhere. Every field is typed strictly (no coercion from strings) and bounded; duplicate keys are refused.
 """
 
 from __future__ import annotations
@@ -12,19 +16,21 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError, field_validator,
+                      model_validator)
 
 from aunce_bench import __version__
 from aunce_bench.errors import UserError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-METHODS_DIR = PROJECT_ROOT / "methods"
-PROTOCOLS_DIR = PROJECT_ROOT / "protocols"
+BUILTIN = Path(str(files("aunce_bench.builtin")))  # package data: a real folder in wheels and editable installs
+SEARCH_PATH_VARIABLE = "AUNCE_BENCH_PATH"
 BUDGETS = ("quick", "standard", "full")
 REAL_BUDGETS = ("quick", "full")  # protocols on prepared real data
 # Backbone initialisation of a budget that names none (DESIGN s3): CPU budgets start from the embedded
@@ -65,8 +71,17 @@ def check_init(text: str) -> str:
     return text
 
 
+# Model-selection policies (DESIGN s3): validation subjects; the released scripts' final model; the published
+# practice, the best epoch on the test fold (optimistic: the test labels choose the model).
+SELECTIONS = ("strict", "last_epoch", "test_fold")
+OPTIMISTIC_SELECTIONS = ("test_fold",)
+Selection = Literal["strict", "last_epoch", "test_fold"]
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Spec fields: unknown keys refused, no coercion (`"16"` is not an int, `1e3` is not an int)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 # ----------------------------------------------------------------------------------------- protocols
@@ -100,7 +115,7 @@ class KFoldSplit(Strict):
     n+1-k (FACTS.md s3)."""
 
     kind: Literal["kfold"]
-    n_folds: int = Field(3, ge=2)
+    n_folds: int = Field(3, ge=2, le=100)
 
 
 def parts_sha256(parts: list[list[str]]) -> str:
@@ -156,7 +171,7 @@ class Budget(Strict):
     data: dict[str, Any] = Field(default_factory=dict, description="data settings of train and test data "
                                  "(SynthConfig fields; for prepared data frame_stride, image_size, pose_bins)")
     test_data: dict[str, Any] = Field(default_factory=dict, description="extra settings of the test data")
-    crop_size: int = Field(ge=16, description="network input: random crops in training, centre crop at test")
+    crop_size: int = Field(ge=16, le=1024, description="network input: random crops in training, centre crop at test")
     init: str | None = Field(None, description="backbone initialisation of every method at this budget (unless "
                              "its YAML says otherwise): scratch, imagenet, synthface or checkpoint:PATH; "
                              "default: synthface at quick and standard, imagenet at full")
@@ -180,7 +195,7 @@ class ProtocolSpec(Strict):
     test_data_overrides: dict[str, Any] = Field(default_factory=dict)
     split: KFoldSplit | PartsSplit | PartitionSplit | CrossSplit = Field(discriminator="kind")
     aus: list[int] | None = None
-    selection: Literal["strict", "official"] = "strict"
+    selection: Selection = "strict"
     validation_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     occurrence_threshold: float = Field(2.0, gt=0.0, le=5.0)
     decision_threshold: float = Field(0.5, gt=0.0, lt=1.0)
@@ -227,7 +242,7 @@ class ProtocolSpec(Strict):
 class ModelSpec(Strict):
     backbone: str = "resnet18"
     graph: bool = True
-    dim: int | None = Field(None, ge=8)
+    dim: int | None = Field(None, ge=8, le=8192)
     init: str | None = Field(None, description="scratch, imagenet, synthface or checkpoint:PATH; default: the "
                              "protocol budget's (resolved in a RunSpec)")
 
@@ -236,15 +251,15 @@ class ModelSpec(Strict):
 
 class OptimSpec(Strict):
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
-    lr: float = Field(gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    batch_size: int = Field(ge=2)
-    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0.0, le=10.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    batch_size: int = Field(ge=2, le=65536)
+    epochs: int = Field(ge=1, le=10000)
     schedule: Literal["constant", "cosine"] = Field("constant", description="learning rate over the steps")
 
 
 class LossSpec(Strict):
-    model_config = ConfigDict(extra="allow", frozen=True)  # loss-specific keyword arguments
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)  # loss keyword arguments (checked at planning)
     name: str
 
 
@@ -266,11 +281,18 @@ class MethodSpec(Strict):
     probe: OptimSpec | None = None
     budgets: dict[Literal["quick", "standard", "full"], dict[str, Any]] = Field(default_factory=dict)
     reported: list[ReportedResult] = Field(default_factory=list)
+    _path: Path | None = PrivateAttr(None)  # the YAML it was loaded from, for messages
+
+    @property
+    def where(self) -> str:
+        """How messages name this method: its YAML file, else its name."""
+        return str(self._path) if self._path else f"method {self.name}"
 
     def for_budget(self, budget: str) -> "MethodSpec":
         """This method with the budget's overrides merged in (nested keys merge, values replace)."""
-        merged = _deep_merge(self.model_dump(exclude={"budgets"}), self.budgets.get(budget, {}))
-        return MethodSpec.model_validate(merged)
+        merged = MethodSpec.model_validate(_deep_merge(self.model_dump(exclude={"budgets"}), self.budgets.get(budget, {})))
+        merged._path = self._path
+        return merged
 
 
 def _deep_merge(base: dict, update: dict) -> dict:
@@ -286,7 +308,7 @@ class RunSpec(Strict):
 
     method: MethodSpec
     protocol: str
-    selection: Literal["strict", "official"]
+    selection: Selection
     validation_fraction: float
     decision_threshold: float
     budget: str
@@ -316,32 +338,70 @@ class RunSpec(Strict):
 
 
 # ------------------------------------------------------------------------------------------- loading
-def _known(folder: Path) -> list[str]:
-    return sorted(path.stem for path in folder.glob("*.yaml"))
+@dataclass(frozen=True)
+class Found:
+    """A method or protocol YAML and where it came from ("built-in" or the AUNCE_BENCH_PATH folder)."""
+
+    name: str
+    path: Path
+    origin: str
 
 
-def _resolve(reference: str, folder: Path, kind: str) -> Path:
-    path = Path(reference)
+def _search_folders(kind: str) -> list[tuple[Path, str]]:
+    """(folder, origin) to look for `kind` ("methods" or "protocols") in: AUNCE_BENCH_PATH, then built-in."""
+    user = [Path(entry).expanduser() for entry in os.environ.get(SEARCH_PATH_VARIABLE, "").split(os.pathsep) if entry]
+    return [(folder / kind, str(folder)) for folder in user] + [(BUILTIN / kind, "built-in")]
+
+
+def available(kind: str) -> list[Found]:
+    """Every `kind` YAML by name; a name on AUNCE_BENCH_PATH shadows a built-in one of the same name."""
+    found: dict[str, Found] = {}
+    for folder, origin in _search_folders(kind):
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            found.setdefault(path.stem, Found(path.stem, path, origin))
+    return sorted(found.values(), key=lambda item: item.name)
+
+
+def _resolve(reference: str, kind: str) -> Path:
+    label = kind.removesuffix("s")
+    path = Path(reference).expanduser()
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise UserError(f"{kind} file {path} does not exist")
+            raise UserError(f"{label} file {path} does not exist")
         return path
-    candidate = folder / f"{reference}.yaml"
-    if candidate.is_file():
-        return candidate
-    known = _known(folder)
-    close = difflib.get_close_matches(reference, known, n=1)
+    known = {item.name: item.path for item in available(kind)}
+    if reference in known:
+        return known[reference]
+    close = difflib.get_close_matches(reference, list(known), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise UserError(f"unknown {kind} '{reference}'{hint}; known: {', '.join(known)}")
+    raise UserError(f"unknown {label} '{reference}'{hint}; known: {', '.join(known)} (add folders holding "
+                    f"{kind}/NAME.yaml to ${SEARCH_PATH_VARIABLE}, or pass a path)")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def _load_yaml(path: Path) -> dict:
     try:
-        content = yaml.safe_load(path.read_text())
+        content = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (expected UTF-8 YAML)")
+    except OSError as error:
+        raise UserError(f"{path}: cannot read ({error.strerror or error})")
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{where}: invalid YAML ({getattr(error, 'problem', error)})")
+        raise UserError(f"{path}{where}: invalid YAML ({getattr(error, 'problem', None) or error})")
     if not isinstance(content, dict):
         raise UserError(f"{path}: expected a mapping of fields at the top level")
     return content
@@ -351,25 +411,34 @@ def _validate(model: type[BaseModel], content: dict, path: Path):
     try:
         return model.model_validate(content)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        message = first["msg"].removeprefix("Value error, ")
-        raise UserError(f"{path}: field '{field}': {message}")
+        raise UserError(f"{path}: {validation_message(error)}")
+
+
+def validation_message(error: ValidationError) -> str:
+    """The first problem of a pydantic error as `field 'a.b': message (got VALUE)`."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    given = first.get("input")
+    shown = "" if isinstance(given, dict) or first["type"] in ("missing", "value_error") else f" (got {given!r})"
+    return f"field '{field}': {message}{shown}"
 
 
 def load_protocol(reference: str) -> ProtocolSpec:
-    path = _resolve(reference, PROTOCOLS_DIR, "protocol")
+    path = _resolve(reference, "protocols")
     return _validate(ProtocolSpec, _load_yaml(path), path)
 
 
 def load_method(reference: str) -> MethodSpec:
-    path = _resolve(reference, METHODS_DIR, "method")
-    return _validate(MethodSpec, _load_yaml(path), path)
+    path = _resolve(reference, "methods")
+    method = _validate(MethodSpec, _load_yaml(path), path)
+    method._path = path
+    return method
 
 
 def list_protocols() -> list[str]:
-    return _known(PROTOCOLS_DIR)
+    return [item.name for item in available("protocols")]
 
 
 def list_methods() -> list[str]:
-    return _known(METHODS_DIR)
+    return [item.name for item in available("methods")]

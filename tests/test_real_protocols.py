@@ -15,7 +15,7 @@ from aunce_bench.data.prepare import prepare
 from aunce_bench.errors import UserError
 from aunce_bench.launch import run_frames
 from aunce_bench.protocols import fold_plans, plan_runs
-from aunce_bench.specs import PROTOCOLS_DIR, load_method, load_protocol
+from aunce_bench.specs import BUILTIN, load_method, load_protocol
 from rawdata import write_affwild2, write_bp4d, write_disfa, write_fera17
 
 runner = CliRunner()
@@ -70,7 +70,7 @@ def test_published_folds_test_part3_part2_part1(root):
 
 
 def test_edited_subject_lists_fail_against_their_pinned_hash(tmp_path):
-    text = (PROTOCOLS_DIR / "bp4d_3fold.yaml").read_text()
+    text = (BUILTIN / "protocols" / "bp4d_3fold.yaml").read_text()
     edited = tmp_path / "edited.yaml"
     edited.write_text(text.replace("[F001, M007,", "[F007, M007,").replace("[F007, F015,", "[F001, F015,"))
     with pytest.raises(UserError, match=r"edited.yaml: field 'split.parts.*do not match their pinned sha256"):
@@ -111,7 +111,7 @@ def test_interrupted_prepare_is_never_used_as_complete(raw, tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         prepare("bp4d", raw / "BP4D", data_root=data, align=False, workers=1)
     monkeypatch.undo()
-    assert not (data / "bp4d").exists() and list(data.iterdir()) == []  # no staging folder left either
+    assert not (data / "bp4d").exists() and [p.name for p in data.iterdir()] == ["bp4d.lock"]  # no staging folder
     with pytest.raises(UserError, match=r"dataset bp4d is not prepared"):
         fold_plans(load_protocol("bp4d_3fold"), "quick", data)
 
@@ -128,7 +128,7 @@ def test_interrupted_prepare_is_never_used_as_complete(raw, tmp_path, monkeypatc
 
 def test_budgets_of_real_protocols(root, tmp_path):
     broken = tmp_path / "no_full.yaml"
-    broken.write_text((PROTOCOLS_DIR / "disfa_3fold.yaml").read_text().split("  full:")[0])
+    broken.write_text((BUILTIN / "protocols" / "disfa_3fold.yaml").read_text().split("  full:")[0])
     with pytest.raises(UserError, match=r"no_full.yaml: .*budgets: missing full \(a protocol on prepared data "
                                         r"defines quick, full\)"):
         load_protocol(str(broken))
@@ -149,9 +149,9 @@ def test_quick_budget_subsamples_sequences_and_resizes(root):
     assert tuple(test.images.shape[1:]) == (3, 64, 64)
     assert len(test) == 13 * 2  # 13 test subjects x 2 sequences, the first of every 40 frames of each
     assert set(test.keys["frame"]) == {2440}
-    official = plan_runs(load_method("wce"), load_protocol("bp4d_3fold"), "quick", [1], [0],
-                         NoiseSpec.parse("none"), root, selection="official")[0]
-    assert official.selection == "official" and official.run_id != run.run_id
+    published = plan_runs(load_method("wce"), load_protocol("bp4d_3fold"), "quick", [1], [0],
+                          NoiseSpec.parse("none"), root, selection="test_fold")[0]
+    assert published.selection == "test_fold" and published.run_id != run.run_id
 
 
 def test_disfa_protocol_threshold_relabels_from_intensities(root):

@@ -184,7 +184,7 @@ def test_leaderboard_numbers_equal_the_per_run_results(tiny, tmp_path):
     assert runner.invoke(app, ["report", "--db", str(db), "--out", str(out)]).exit_code == 0
     assert json.loads((out / "leaderboards.json").read_text()) == [board]
     csv = (out / "leaderboards.csv").read_text().splitlines()
-    assert csv[0].startswith("protocol,budget,test,init,kind,rank,method") and len(csv) == 1 + 3
+    assert csv[0].startswith("protocol,budget,test,init,decision_threshold,occurrence_threshold,noise,kind,rank,method,selection") and len(csv) == 1 + 3
     assert f"{best['mean_f1']:.4f}" in csv[1]
     assert (out / "leaderboards.md").read_text().startswith("## tiny_easy · quick · SynthAU bp4d")
     html = (out / "index.html").read_text()
@@ -283,7 +283,7 @@ def test_chance_row_is_the_all_positive_predictor(synthetic):
 
 def _board(*values):
     """A one-AU leaderboard whose measured rows score `values` (mean and AU1 alike)."""
-    rows = [aggregate.MethodRow(f"m{i}", [], aggregate.Stat(v, None, 1), {"AU1": v}) for i, v in enumerate(values)]
+    rows = [aggregate.MethodRow(f"m{i}", "strict", [], aggregate.Stat(v, None, 1), {"AU1": v}) for i, v in enumerate(values)]
     return aggregate.Leaderboard(aggregate.Setting("p", "quick", "t", False), ["AU1"], 0.5, rows, {"AU1": None, "mean": None})
 
 
@@ -343,7 +343,8 @@ def test_markup_in_names_is_escaped(evil):
     data = data[data.index(">") + 1:data.index("</script>")]
     assert "</" not in data and json.loads(data)[0]["rows"][0]["method"] == EVIL
     assert "alert(2)" in html and "</script><script>alert(2)" not in html
-    assert EVIL in (out / "leaderboards.md").read_text()  # exports keep the name as it is
+    markdown = (out / "leaderboards.md").read_text()  # the Markdown export neutralises markup
+    assert "<script>" not in markdown and "evil&lt;script&gt;alert(1)&lt;/script&gt;$x$" in markdown
 
 
 @pytest.mark.parametrize("case", ["missing", "no done runs"])

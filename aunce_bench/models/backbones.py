@@ -12,6 +12,8 @@ import timm.data
 import torch
 from torch import nn
 
+from aunce_bench.errors import UserError
+
 _TIMM_BUILDER_LOG = "timm.models._builder"
 
 
@@ -48,6 +50,14 @@ class TokenBackbone(nn.Module):
                 f"feature layout of {type(self.model).__name__} was misread"
             )
         return tokens
+
+
+def check_backbone(name: str, where: str) -> None:
+    """A UserError naming `where` (e.g. the method) unless timm knows the backbone `name`."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.5)
+        hint = f" (did you mean: {', '.join(close)}?)" if close else ""
+        raise UserError(f"{where}: field 'model.backbone': unknown timm backbone '{name}'{hint}; see timm.list_models()")
 
 
 def create_backbone(

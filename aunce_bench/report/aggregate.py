@@ -1,9 +1,11 @@
 """Stored runs -> leaderboards, noise curves, pose grids, cross-dataset rows and label statistics.
 
-The one aggregation code path: `aunce-bench results --leaderboard`, `report` and `noise-curve` take their
-numbers from here. Only done runs count. A `Setting` is what makes runs comparable: one protocol, budget and
-test set (a k-fold protocol's folds together; each direction of a cross-dataset protocol on its own, never
-averaged). Leaderboards hold clean runs (noise "none"); noise curves add the noisy ones. F1 values are
+The one aggregation code path: `aunce-bench results --leaderboard`, `report`, `noise-curve` and the Python
+API take their numbers from here. Only done runs count. `run_key` derives what makes runs comparable: a
+`Setting` (protocol, budget, test set, init, thresholds, noise; a k-fold protocol's folds together, each
+direction of a cross-dataset protocol on its own) plus method and selection policy. A leaderboard is one
+clean setting; its rows are the methods under each selection policy, the optimistic `test_fold` ones flagged
+and never ranked. Noise curves join the settings that differ only in noise. F1 values are
 fractions in [0, 1]; paper numbers, reported in percent, are divided by 100.
 """
 
@@ -13,7 +15,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -23,8 +25,10 @@ from aunce_bench.errors import UserError
 from aunce_bench.metrics import MISSING_LABEL, chance_au_f1, summarise
 from aunce_bench.report.bootstrap import RESAMPLES, Interval, paired_difference, subject_counts
 from aunce_bench.results import ResultStore, column_array
-from aunce_bench.specs import PaperReference, list_methods, list_protocols, load_method, load_protocol
+from aunce_bench.specs import (OPTIMISTIC_SELECTIONS, PaperReference, list_methods, list_protocols, load_method,
+                               load_protocol)
 
+LEGACY_SELECTIONS = {"official": "last_epoch"}  # the name stores written before test_fold existed used
 POSE_GROUP = re.compile(r"pose:yaw([+-]?\d+)_pitch([+-]?\d+)")
 
 
@@ -48,25 +52,64 @@ def dataset_label(config: dict) -> str:
 
 @dataclass(frozen=True, order=True)
 class Setting:
-    """Comparable runs: protocol, budget, test set (the test dataset, or a cross-dataset direction) and backbone
-    initialisation (a different init is a different setting, never pooled)."""
+    """What a leaderboard's numbers share: protocol, budget, test set (the test dataset, or a cross-dataset
+    direction), backbone init, decision and occurrence thresholds and training-label noise. Its rows are the
+    methods under each selection policy (`RunKey`)."""
 
     protocol: str
     budget: str
     test: str
     cross: bool
     init: str = "scratch"
-
-    @classmethod
-    def of(cls, run: dict) -> Setting:
-        spec = run["spec"]
-        train, test = dataset_label(spec["train_data"]), dataset_label(spec["test_data"])
-        cross = train != test
-        return cls(run["protocol"], str(run["budget"]), spec["fold_name"] if cross else test, cross, run_init(run))
+    decision_threshold: float = 0.5
+    occurrence_threshold: float | None = 2.0
+    noise: str = CLEAN
 
     @property
     def title(self) -> str:
-        return f"{self.protocol} · {self.budget} · {self.test} · init {self.init}"
+        parts = [self.protocol, self.budget, self.test, f"init {self.init}", f"threshold {self.decision_threshold:g}"]
+        if self.occurrence_threshold is not None and self.occurrence_threshold != 2.0:
+            parts.append(f"occurrence ≥ {self.occurrence_threshold:g}")
+        if self.noise != CLEAN:
+            parts.append(f"noise {self.noise}")
+        return " · ".join(parts)
+
+    def clean(self) -> Setting:
+        """The same setting with clean training labels (a noise curve's setting)."""
+        return replace(self, noise=CLEAN)
+
+
+@dataclass(frozen=True, order=True)
+class RunKey:
+    """Everything that changes the meaning of a run's number (DESIGN s3): its setting, method and model-selection
+    policy. Runs pool (mean ± std, bootstrap pairs) only within one key; `run_key` is the one place it is derived."""
+
+    setting: Setting
+    method: str
+    selection: str
+
+    @property
+    def label(self) -> str:
+        return row_label(self.method, self.selection)
+
+
+def row_label(method: str, selection: str) -> str:
+    """How a row or curve is named: the method, with its selection policy unless strict (flagged where
+    optimistic), e.g. `aunce [test_fold, optimistic]`."""
+    if selection == "strict":
+        return method
+    return f"{method} [{selection}{', optimistic' if selection in OPTIMISTIC_SELECTIONS else ''}]"
+
+
+def run_key(run: dict) -> RunKey:
+    """The comparability key of a stored run, from its RunSpec."""
+    spec = run["spec"]
+    train, test = dataset_label(spec["train_data"]), dataset_label(spec["test_data"])
+    cross = train != test
+    setting = Setting(run["protocol"], str(run["budget"]), spec["fold_name"] if cross else test, cross, run_init(run),
+                      float(spec["decision_threshold"]), spec["test_data"].get("occurrence_threshold"), run["noise"])
+    selection = LEGACY_SELECTIONS.get(spec["selection"], spec["selection"])
+    return RunKey(setting, run["method"], selection)
 
 
 def run_init(run: dict) -> str:
@@ -76,6 +119,11 @@ def run_init(run: dict) -> str:
     init = spec["method"]["model"].get("init") or "scratch"
     weights = spec.get("init_hash")
     return init if init == "imagenet" or not weights else f"{init.split(':')[0]}:{weights.split(':')[-1][:12]}"
+
+
+def _machine(run: dict) -> str:
+    """Where a run ran: its device with the CPU thread count, which changes the numbers in the last digits."""
+    return str(run["provenance"].get("device", "unknown"))
 
 
 @dataclass(frozen=True)
@@ -95,14 +143,25 @@ class Stat:
 
 @dataclass
 class MethodRow:
-    """One measured method on a leaderboard."""
+    """One measured method under one selection policy on a leaderboard; optimistic rows (test_fold) are
+    flagged and never ranked (rank 0)."""
 
     method: str
+    selection: str
     run_ids: list[str]
     f1: Stat
     per_au: dict[str, float | None]
+    machines: list[str] = field(default_factory=list)  # distinct devices (with thread counts) of the runs
     rank: int = 0
-    significance: Interval | None = None  # difference to the best method; None for the best itself
+    significance: Interval | None = None  # difference to the best ranked row; None for that row itself
+
+    @property
+    def label(self) -> str:
+        return row_label(self.method, self.selection)
+
+    @property
+    def optimistic(self) -> bool:
+        return self.selection in OPTIMISTIC_SELECTIONS
 
 
 @dataclass(frozen=True)
@@ -126,10 +185,19 @@ class Leaderboard:
     reference: PaperReference | None = None
     reported: list[ReportedRow] = field(default_factory=list)
 
+    @property
+    def warnings(self) -> list[str]:
+        """One line per row that pools runs made on different devices or CPU thread counts (their numbers
+        differ in the last digits even for the same run ids)."""
+        return [f"{self.setting.title}: {row.label} pools runs from {len(row.machines)} machines "
+                f"({'; '.join(row.machines)}); numbers differ slightly across devices and thread counts"
+                for row in self.rows if len(row.machines) > 1]
+
     def best(self, column: str) -> float | None:
-        """The highest measured value of a column ("mean" or an AU), which the page marks; None where no value
-        beats another (one row, or every row equal, e.g. all 0). Rows tied at the top are all best."""
-        values = [row.f1.mean if column == "mean" else row.per_au.get(column) for row in self.rows]
+        """The highest value of a column ("mean" or an AU) among ranked rows, which the page marks; None where
+        no value beats another (one row, or every row equal, e.g. all 0). Rows tied at the top are all best."""
+        values = [row.f1.mean if column == "mean" else row.per_au.get(column) for row in self.rows
+                  if not row.optimistic]
         values = [v for v in values if v is not None]
         return max(values) if values and max(values) > min(values) else None
 
@@ -142,9 +210,12 @@ class Leaderboard:
         return {
             "protocol": self.setting.protocol, "budget": self.setting.budget, "test": self.setting.test,
             "init": self.setting.init, "cross_dataset": self.setting.cross, "aus": self.aus, "decision_threshold": self.decision_threshold,
-            "rows": [{"rank": row.rank, "method": row.method, "runs": row.f1.n, "mean_f1": row.f1.mean,
+            "occurrence_threshold": self.setting.occurrence_threshold, "noise": self.setting.noise,
+            "rows": [{"rank": row.rank or None, "method": row.method, "selection": row.selection,
+                      "optimistic": row.optimistic, "runs": row.f1.n, "mean_f1": row.f1.mean,
                       "std_f1": row.f1.std, "per_au_f1": row.per_au, "difference_to_best": interval(row.significance),
-                      "run_ids": row.run_ids} for row in self.rows],
+                      "run_ids": row.run_ids, "machines": row.machines} for row in self.rows],
+            "warnings": self.warnings,
             "chance": {"mean_f1": self.chance["mean"], "per_au_f1": {au: self.chance.get(au) for au in self.aus}},
             "reported": [{"method": r.method, "source": r.source, "mean_f1": r.mean, "per_au_f1": r.per_au,
                           "measured_minus_reported": r.difference} for r in self.reported],
@@ -207,7 +278,10 @@ def _reported_rows(reference: PaperReference | None, entries: list[tuple[str, di
                    aus: list[str]) -> list[ReportedRow]:
     if reference is None:
         return []
-    measured = {row.method: row.f1.mean for row in rows}
+    # the papers select on the test fold: compare with that row where measured, else with the strict one
+    preference = ("test_fold", "strict", "last_epoch")
+    chosen = sorted(rows, key=lambda row: -preference.index(row.selection) if row.selection in preference else -9)
+    measured = {row.method: row.f1.mean for row in chosen}
     result = []
     for method, entry in entries:
         if entry["dataset"] != reference.dataset:
@@ -221,11 +295,13 @@ def _reported_rows(reference: PaperReference | None, entries: list[tuple[str, di
 
 
 def _rank(rows: list[MethodRow]) -> list[MethodRow]:
-    """Best mean F1 first; equal means share a rank; rows without a mean come last."""
-    rows = sorted(rows, key=lambda row: (row.f1.mean is None, -(row.f1.mean or 0.0), row.method))
-    means = [row.f1.mean for row in rows if row.f1.mean is not None]
+    """Best mean F1 first; equal means share a rank; rows without a mean come last; optimistic rows (selected on
+    the test fold) follow the ranked ones, unranked."""
+    rows = sorted(rows, key=lambda row: (row.optimistic, row.f1.mean is None, -(row.f1.mean or 0.0), row.label))
+    means = [row.f1.mean for row in rows if row.f1.mean is not None and not row.optimistic]
     for row in rows:
-        row.rank = 1 + (sum(m > row.f1.mean for m in means) if row.f1.mean is not None else len(means))
+        if not row.optimistic:
+            row.rank = 1 + (sum(m > row.f1.mean for m in means) if row.f1.mean is not None else len(means))
     return rows
 
 
@@ -276,16 +352,20 @@ def leaderboards(runs: list[dict], store: ResultStore, resamples: int = RESAMPLE
     entries = _reported_entries(clean)
     references = {protocol: _paper_reference(protocol) for protocol in {run["protocol"] for run in clean}}
     boards = []
-    for setting, board_runs in sorted(_by(clean, Setting.of).items()):
+    for setting, board_runs in sorted(_by(clean, lambda run: run_key(run).setting).items()):
         aus = _aus(board_runs)
-        by_method = _by(board_runs, lambda run: run["method"])
+        by_row = _by(board_runs, lambda run: (run_key(run).method, run_key(run).selection))
         rows = _rank([
-            MethodRow(method, [r["run_id"] for r in method_runs], Stat.of(r["mean_f1"] for r in method_runs),
-                      {au: Stat.of(r["per_au_f1"].get(au) for r in method_runs).mean for au in aus})
-            for method, method_runs in by_method.items()
+            MethodRow(method, selection, [r["run_id"] for r in row_runs], Stat.of(r["mean_f1"] for r in row_runs),
+                      {au: Stat.of(r["per_au_f1"].get(au) for r in row_runs).mean for au in aus},
+                      sorted({_machine(r) for r in row_runs}))
+            for (method, selection), row_runs in by_row.items()
         ])
-        for row in rows[1:]:
-            row.significance = _significance(by_method[row.method], by_method[rows[0].method], aus, counts, resamples)
+        best = rows[0]
+        for row in rows:
+            if row is not best:
+                row.significance = _significance(by_row[row.method, row.selection], by_row[best.method, best.selection],
+                                                 aus, counts, resamples)
         reference = references[setting.protocol]
         boards.append(Leaderboard(
             setting, aus, board_runs[0]["spec"]["decision_threshold"], rows, _chance(board_runs, aus, rates),
@@ -297,7 +377,8 @@ def leaderboards(runs: list[dict], store: ResultStore, resamples: int = RESAMPLE
 # ------------------------------------------------------------------------------------------ noise
 @dataclass
 class NoiseCurve:
-    """Mean F1 per method at each rate of one noise kind; level 0 is the clean run."""
+    """Mean F1 per method (row label: method and selection) at each rate of one noise kind; level 0 is the
+    clean run."""
 
     setting: Setting
     kind: str
@@ -315,17 +396,17 @@ def noise_curves(runs: list[dict]) -> list[NoiseCurve]:
     """One curve set per setting and noise kind that has noisy done runs."""
     curves = []
     done = [run for run in runs if run["status"] == "done"]
-    for setting, setting_runs in sorted(_by(done, Setting.of).items()):
-        parsed = [(NoiseSpec.parse(run["noise"]), run) for run in setting_runs]
-        for kind in sorted({noise.kind for noise, _ in parsed if not noise.is_clean}):
-            chosen = [(0.0 if noise.is_clean else noise.rate, run) for noise, run in parsed
+    for setting, setting_runs in sorted(_by(done, lambda run: run_key(run).setting.clean()).items()):
+        parsed = [(NoiseSpec.parse(run["noise"]), run_key(run).label, run) for run in setting_runs]
+        for kind in sorted({noise.kind for noise, _, _ in parsed if not noise.is_clean}):
+            chosen = [(0.0 if noise.is_clean else noise.rate, label, run) for noise, label, run in parsed
                       if noise.is_clean or noise.kind == kind]
-            levels = sorted({0.0} | {level for level, _ in chosen})
-            methods = sorted({run["method"] for _, run in chosen})
-            points = {method: [Stat.of(run["mean_f1"] for level, run in chosen
-                                       if run["method"] == method and level == at) for at in levels]
-                      for method in methods}
-            chance = Stat.of(run["chance_f1"] for run in _test_sets([run for _, run in chosen])).mean
+            levels = sorted({0.0} | {level for level, _, _ in chosen})
+            labels = sorted({label for _, label, _ in chosen})
+            points = {label: [Stat.of(run["mean_f1"] for level, other, run in chosen
+                                      if other == label and level == at) for at in levels]
+                      for label in labels}
+            chance = Stat.of(run["chance_f1"] for run in _test_sets([run for _, _, run in chosen])).mean
             curves.append(NoiseCurve(setting, kind, levels, points, chance))
     return curves
 
@@ -333,7 +414,8 @@ def noise_curves(runs: list[dict]) -> list[NoiseCurve]:
 # ------------------------------------------------------------------------------------------- pose
 @dataclass
 class PoseGrid:
-    """Mean F1 (over AUs, then runs) per yaw x pitch bin, per method: arrays [pitches, yaws], NaN if absent."""
+    """Mean F1 (over AUs, then runs) per yaw x pitch bin, per method (row label): arrays [pitches, yaws], NaN
+    if absent."""
 
     setting: Setting
     yaws: list[int]
@@ -345,14 +427,14 @@ def pose_grids(runs: list[dict]) -> list[PoseGrid]:
     """One grid per setting whose clean done runs store per-pose-bin metrics (groups "pose:yaw.._pitch..")."""
     grids = []
     clean = [run for run in runs if run["status"] == "done" and run["noise"] == CLEAN]
-    for setting, setting_runs in sorted(_by(clean, Setting.of).items()):
+    for setting, setting_runs in sorted(_by(clean, lambda run: run_key(run).setting).items()):
         scores: dict[str, dict[tuple[int, int], list[float]]] = defaultdict(lambda: defaultdict(list))
         for run in setting_runs:
             for group, per_au in run["groups"].items():
                 match = POSE_GROUP.fullmatch(group)
                 values = [v for v in per_au.values() if v is not None]
                 if match and values:
-                    scores[run["method"]][(int(match[1]), int(match[2]))].append(float(np.mean(values)))
+                    scores[run_key(run).label][(int(match[1]), int(match[2]))].append(float(np.mean(values)))
         if not scores:
             continue
         bins = {key for per_bin in scores.values() for key in per_bin}
@@ -367,8 +449,8 @@ def pose_grids(runs: list[dict]) -> list[PoseGrid]:
 # ---------------------------------------------------------------------------------- cross-dataset
 @dataclass(frozen=True)
 class CrossRow:
-    """A method on one cross-dataset direction, next to its in-domain score on the target dataset (same
-    AUs, from a k-fold protocol on that dataset) when such runs are stored."""
+    """A method (row label) on one cross-dataset direction, next to its in-domain score on the target dataset
+    (same AUs, selection, budget, init and thresholds, from a k-fold protocol on that dataset) when stored."""
 
     setting: Setting
     method: str
@@ -391,19 +473,21 @@ def _mean_over(run: dict, aus: list[str]) -> float | None:
 
 def cross_dataset(runs: list[dict]) -> list[CrossRow]:
     clean = [run for run in runs if run["status"] == "done" and run["noise"] == CLEAN]
-    settings = _by(clean, Setting.of)
+    settings = _by(clean, lambda run: run_key(run).setting)
     rows = []
     for setting, setting_runs in sorted(settings.items()):
         if not setting.cross:
             continue
-        for method, method_runs in sorted(_by(setting_runs, lambda run: run["method"]).items()):
+        for method, method_runs in sorted(_by(setting_runs, lambda run: run_key(run).label).items()):
             aus = _aus(method_runs)
             target = dataset_label(method_runs[0]["spec"]["test_data"])
+            same = ("budget", "init", "decision_threshold", "occurrence_threshold")
             candidates = {
-                other.protocol: [r for r in other_runs if r["method"] == method and not r["groups"]
+                other.protocol: [r for r in other_runs if run_key(r).label == method and not r["groups"]
                                  and _mean_over(r, aus) is not None]
                 for other, other_runs in settings.items()
-                if not other.cross and other.test == target and (other.budget, other.init) == (setting.budget, setting.init)
+                if not other.cross and other.test == target
+                and all(getattr(other, name) == getattr(setting, name) for name in same)
             }
             candidates = {protocol: found for protocol, found in candidates.items() if found}
             protocol = min(candidates, key=lambda name: (-len(candidates[name]), name)) if candidates else None

@@ -27,6 +27,7 @@ from aunce_bench.report.aggregate import (
     leaderboards,
     noise_curves,
     pose_grids,
+    run_key,
 )
 from aunce_bench.report.bootstrap import RESAMPLES
 from aunce_bench.report.exports import format_leaderboards
@@ -111,8 +112,9 @@ def _provenance(runs: list[dict]) -> dict:
     return {"methods": list(methods.values()), "protocols": protocols}
 
 
-def build_report(db: Path, out: Path, resamples: int = RESAMPLES) -> Path:
-    """Write `out`/index.html and the leaderboard exports from the done runs of `db`; returns the page."""
+def build_report(db: Path, out: Path, resamples: int = RESAMPLES) -> tuple[Path, list[str]]:
+    """Write `out`/index.html and the leaderboard exports from the done runs of `db`; returns the page and the
+    leaderboards' warnings (rows pooling runs of different machines)."""
     with ResultStore(db) as store:
         stored = store.runs()
         runs = [run for run in stored if run["status"] == "done"]
@@ -121,16 +123,17 @@ def build_report(db: Path, out: Path, resamples: int = RESAMPLES) -> Path:
                             "first or pass another --db")
         boards = leaderboards(runs, store, resamples)
         labels = label_stats(runs, store)
-    colours = plots.method_colours([run["method"] for run in runs])
+    colours = plots.method_colours([run_key(run).label for run in runs])
     noise_groups: dict[tuple, list[NoiseCurve]] = defaultdict(list)
-    for curve in noise_curves(runs):
-        noise_groups[(curve.setting.protocol, curve.setting.budget, curve.setting.init, curve.kind)].append(curve)
+    for curve in noise_curves(runs):  # one figure per setting but the test set (cross-dataset directions together)
+        noise_groups[(curve.setting.protocol, curve.setting.budget, curve.setting.init,
+                      curve.setting.decision_threshold, curve.setting.occurrence_threshold, curve.kind)].append(curve)
     page = environment().get_template("report.html.j2").render(
         db=str(db), n_done=len(runs), n_other=len(stored) - len(runs), resamples=resamples,
         boards=[{"board": board, "bars": _inline(plots.per_au_bars(board, colours))} for board in boards],
         noise=[{"protocol": protocol, "budget": budget, "init": init, "kind": kind, "curves": curves,
                 "svg": _inline(plots.noise_figure(curves, colours))}
-               for (protocol, budget, init, kind), curves in sorted(noise_groups.items())],
+               for (protocol, budget, init, _, _, kind), curves in sorted(noise_groups.items(), key=str)],
         pose=[{"grid": grid, "svg": _inline(plots.pose_heatmaps(grid))} for grid in pose_grids(runs)],
         cross=cross_dataset(runs),
         labels=[{"stats": stats, "svg": _inline(plots.phi_heatmap(stats))} for stats in labels],
@@ -143,4 +146,4 @@ def build_report(db: Path, out: Path, resamples: int = RESAMPLES) -> Path:
         (out / name).write_text(format_leaderboards(boards, fmt) + "\n")
     index = out / "index.html"
     index.write_text(page)
-    return index
+    return index, [warning for board in boards for warning in board.warnings]

@@ -1,15 +1,21 @@
-"""Stored runs as JSON (the DESIGN.md s4 schema), CSV or Markdown, one row per run; leaderboards likewise."""
+"""Stored runs as JSON (the DESIGN.md s4 schema), CSV or Markdown, one row per run; leaderboards likewise.
+
+Stored strings (method and protocol names come from user YAMLs) are neutralised: Markdown cells escape HTML
+and link markup, CSV cells that a spreadsheet would run as a formula (=, +, -, @ first) get a leading `'`.
+"""
 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 
 from aunce_bench.report.aggregate import Leaderboard
 
-_SCALARS = ("run_id", "method", "protocol", "dataset", "budget", "fold", "seed", "noise", "status", "mean_f1",
-            "chance_f1", "wall_s")
+_SCALARS = ("run_id", "method", "protocol", "dataset", "budget", "fold", "seed", "noise", "init", "selection", "status",
+            "mean_f1", "chance_f1", "wall_s")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _au_columns(runs: list[dict]) -> list[str]:
@@ -32,6 +38,20 @@ def _cell(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _csv_cell(value) -> str:
+    """A CSV cell; text a spreadsheet would evaluate as a formula is prefixed with `'`."""
+    text = _cell(value)
+    return "'" + text if isinstance(value, str) and text.startswith(_FORMULA_START) else text
+
+
+def markdown_cell(value) -> str:
+    """A Markdown table cell: HTML escaped, pipes, brackets and backticks made literal."""
+    text = html.escape(_cell(value), quote=False)
+    for character in "\\|[]`":
+        text = text.replace(character, "\\" + character)
+    return text
+
+
 def format_runs(runs: list[dict], fmt: str) -> str:
     """Runs as JSON (a list of the stored dicts), CSV or Markdown (one row per run, an F1 column per AU)."""
     if fmt == "json":
@@ -41,23 +61,24 @@ def format_runs(runs: list[dict], fmt: str) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows([[_cell(v) for v in row] for row in rows])
+        writer.writerows([[_csv_cell(v) for v in row] for row in rows])
         return out.getvalue().rstrip("\n")
     return "\n".join(_markdown(header, [dict(zip(header, row)) for row in rows]))
 
 
-_BOARD_FIELDS = ("protocol", "budget", "test", "init", "kind", "rank", "method", "source", "runs", "mean_f1", "std_f1",
-                 "difference_to_best", "ci_low", "ci_high", "measured_minus_reported")
+_SETTING_FIELDS = ("protocol", "budget", "test", "init", "decision_threshold", "occurrence_threshold", "noise")
+_BOARD_FIELDS = (*_SETTING_FIELDS, "kind", "rank", "method", "selection", "optimistic", "source", "runs", "mean_f1",
+                 "std_f1", "difference_to_best", "ci_low", "ci_high", "measured_minus_reported")
 
 
-def _board_rows(board: Leaderboard) -> list[dict]:
+def board_rows(board: Leaderboard) -> list[dict]:
     """Measured rows (ranked), then the chance row and reported rows (no rank), for CSV and Markdown."""
-    setting = {"protocol": board.setting.protocol, "budget": board.setting.budget, "test": board.setting.test,
-               "init": board.setting.init}
+    setting = {name: getattr(board.setting, name) for name in _SETTING_FIELDS}
     rows = []
     for row in board.rows:
         interval = row.significance
-        rows.append({**setting, "kind": "measured", "rank": row.rank, "method": row.method, "runs": row.f1.n,
+        rows.append({**setting, "kind": "measured", "rank": row.rank or None, "method": row.method,
+                     "selection": row.selection, "optimistic": row.optimistic, "runs": row.f1.n,
                      "mean_f1": row.f1.mean, "std_f1": row.f1.std,
                      **({"difference_to_best": interval.difference, "ci_low": interval.low, "ci_high": interval.high}
                         if interval else {}),
@@ -73,8 +94,7 @@ def _board_rows(board: Leaderboard) -> list[dict]:
 
 def _markdown(header: list[str], rows: list[dict]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(_cell(row.get(name)).replace("|", "\\|") for name in header) + " |"
-                    for row in rows]
+    return lines + ["| " + " | ".join(markdown_cell(row.get(name)) for name in header) + " |" for row in rows]
 
 
 def format_leaderboards(boards: list[Leaderboard], fmt: str) -> str:
@@ -88,10 +108,13 @@ def format_leaderboards(boards: list[Leaderboard], fmt: str) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows([[_cell(row.get(name)) for name in header] for board in boards for row in _board_rows(board)])
+        writer.writerows([[_csv_cell(row.get(name)) for name in header] for board in boards
+                          for row in board_rows(board)])
         return out.getvalue().rstrip("\n")
     sections = []
     for board in boards:
-        header = [*_BOARD_FIELDS[4:], *(f"f1_{au}" for au in board.aus)]  # the setting is the section title
-        sections.append("\n".join([f"## {board.setting.title}", "", *_markdown(header, _board_rows(board))]))
+        header = [*_BOARD_FIELDS[len(_SETTING_FIELDS):], *(f"f1_{au}" for au in board.aus)]  # setting: the title
+        notes = [f"> warning: {markdown_cell(warning)}" for warning in board.warnings]
+        sections.append("\n".join([f"## {markdown_cell(board.setting.title)}", "", *_markdown(header, board_rows(board)),
+                                    *([""] + notes if notes else [])]))
     return "\n\n".join(sections)

@@ -54,7 +54,7 @@ def _text(name: str) -> str:
 
 
 def method_colours(methods: list[str]) -> dict[str, str]:
-    """A stable colour per method name (sorted order), shared by every figure of a report."""
+    """A stable colour per method (row label, sorted order), shared by every figure of a report."""
     return {method: PALETTE[i % len(PALETTE)] for i, method in enumerate(sorted(set(methods)))}
 
 
@@ -97,8 +97,8 @@ def per_au_bars(board: Leaderboard, colours: dict[str, str]) -> Figure:
     width = 0.8 / len(rows)
     for i, row in enumerate(rows):
         values = [np.nan if row.per_au.get(au) is None else 100 * row.per_au[au] for au in aus]
-        axes.bar(x + (i - (len(rows) - 1) / 2) * width, values, width, label=_text(row.method),
-                 color=colours[row.method])
+        axes.bar(x + (i - (len(rows) - 1) / 2) * width, values, width, label=_text(row.label),
+                 color=colours[row.label])
     chance = [np.nan if board.chance.get(au) is None else 100 * board.chance[au] for au in aus]
     axes.hlines(chance, x - 0.45, x + 0.45, colors=CHANCE_COLOUR, linestyles="dashed", linewidth=1,
                 label="chance (all-positive)")
@@ -201,17 +201,23 @@ def gallery_jpeg(config: dict, fingerprint: str) -> str:
 
     Rendering builds the profile's label process and faces (imports and work a report need not repeat), so
     the image, deterministic for a configuration, is kept in the cache (`$AUNCE_BENCH_CACHE`/gallery) under
-    the run's data fingerprint. JPEG at quality 90: the noisy faces take a fifth of their PNG size, and the
-    page carries the image inline.
+    the run's data fingerprint, rendered by one report at a time (a lock beside it; the others wait and read
+    it). JPEG at quality 90: the noisy faces take a fifth of their PNG size, and the page carries the image
+    inline.
     """
     rows, columns = GALLERY_SHAPE
     cached = default_cache_root() / "gallery" / f"{config['profile']}-{fingerprint[:16]}-{rows}x{columns}.jpg"
     if not cached.is_file():
+        from filelock import FileLock
+
         from aunce_bench.data.synth.gallery import sample_grid
         from aunce_bench.data.synth.generate import SynthConfig
 
         cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-        sample_grid(SynthConfig(**config), rows, columns).save(partial, format="JPEG", quality=90, optimize=True)
-        os.replace(partial, cached)
+        with FileLock(f"{cached}.lock"):
+            if not cached.is_file():  # another report rendered it while this one waited
+                partial = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+                sample_grid(SynthConfig(**config), rows, columns).save(partial, format="JPEG", quality=90,
+                                                                       optimize=True)
+                os.replace(partial, cached)
     return base64.b64encode(cached.read_bytes()).decode("ascii")

@@ -1,0 +1,244 @@
+"""What keeps numbers honest: selection policies, the comparability key, failure isolation, redo, and bad specs
+refused with one line before anything is stored."""
+
+import pytest
+from typer.testing import CliRunner
+
+from aunce_bench import launch
+from aunce_bench.cli import app
+from aunce_bench.report.aggregate import leaderboards, run_key
+from aunce_bench.report.exports import format_leaderboards
+from aunce_bench.results import ResultStore
+from test_report import store_synthetic_run, synthetic_runs
+
+runner = CliRunner()
+
+SHORT_WCE = """\
+name: short_wce
+recipe: supervised
+model: {backbone: resnet18, graph: false, dim: 16}
+loss: {name: wce}
+train: {optimizer: adamw, lr: 2.0e-3, batch_size: 32, epochs: 2}
+"""
+
+
+@pytest.fixture
+def short_wce(tmp_path):
+    path = tmp_path / "short_wce.yaml"
+    path.write_text(SHORT_WCE)
+    return path
+
+
+def _run(method, protocol, db, *extra):
+    return runner.invoke(app, ["run", "--method", str(method), "--protocol", str(protocol), "--quick", "--db", str(db),
+                               *extra])
+
+
+# ------------------------------------------------------------------------------------------ the key
+def _stored(**changes):
+    spec = {"train_data": {"profile": "bp4d", "occurrence_threshold": 2.0},
+            "test_data": {"profile": "bp4d", "occurrence_threshold": 2.0}, "fold_name": "fold1", "init_hash": None,
+            "method": {"model": {"init": "scratch"}}, "decision_threshold": 0.5, "selection": "strict"}
+    run = {"protocol": "p", "budget": "quick", "method": "m", "noise": "none", "spec": spec}
+    for key, value in changes.items():
+        if key in run:
+            run[key] = value
+        elif key == "occurrence_threshold":
+            spec["test_data"] = {**spec["test_data"], key: value}
+        else:
+            spec[key] = value
+    return run
+
+
+@pytest.mark.parametrize("change", [{"protocol": "q"}, {"budget": "standard"}, {"noise": "symmetric:0.2"},
+                                    {"selection": "test_fold"}, {"selection": "last_epoch"},
+                                    {"decision_threshold": 0.4}, {"occurrence_threshold": 1.0},
+                                    {"fold_name": "bp4d_to_disfa", "test_data": {"profile": "disfa"}},
+                                    {"method": {"model": {"init": "imagenet"}}}])
+def test_every_part_of_the_setting_separates_runs(change):
+    assert run_key(_stored(**change)) != run_key(_stored())
+
+
+def test_runs_stored_as_official_read_as_last_epoch():
+    assert run_key(_stored(selection="official")) == run_key(_stored(selection="last_epoch"))
+
+
+def _store_runs(db, runs, skill, device):
+    with ResultStore(db) as store:
+        for run in runs:
+            store_synthetic_run(store, run, skill)
+            store._conn.execute("UPDATE runs SET provenance_json = json_set(provenance_json, '$.device', ?) "
+                                "WHERE run_id = ?", (device, run.run_id))
+
+
+def test_test_fold_selection_is_its_own_row_flagged_and_never_ranked(tmp_path):
+    db = tmp_path / "results.sqlite"
+    strict = synthetic_runs("wce", "synth_bp4d_3fold")
+    published = [run.model_copy(update={"selection": "test_fold"}) for run in strict]
+    _store_runs(db, strict, 1.0, "cpu (2 threads)")
+    _store_runs(db, published, 3.0, "cpu (2 threads)")  # scores higher, as selecting on the test fold does
+    with ResultStore(db) as store:
+        (board,) = leaderboards(store.runs(), store, resamples=200)
+    first, second = board.rows
+    assert (first.method, first.selection, first.rank, first.optimistic) == ("wce", "strict", 1, False)
+    assert (second.method, second.selection, second.rank, second.optimistic) == ("wce", "test_fold", 0, True)
+    assert second.f1.mean > first.f1.mean and len(first.run_ids) == len(second.run_ids) == 3
+    assert second.significance.pairs == 3  # paired with the ranked best, fold by fold
+    markdown = format_leaderboards([board], "md").splitlines()
+    rows = [line for line in markdown if line.startswith("| measured")]
+    assert "| 1 | wce | strict | False |" in rows[0] and "|  | wce | test_fold | True |" in rows[1]
+    printed = runner.invoke(app, ["results", "--db", str(db), "--leaderboard", "--format", "md"])
+    assert printed.exit_code == 0 and "warning" not in printed.stderr
+    html_report = runner.invoke(app, ["report", "--db", str(db), "--out", str(tmp_path / "report")])
+    assert html_report.exit_code == 0
+    assert (tmp_path / "report" / "index.html").read_text().count('class="tag optimistic"') == 1 + 1  # note + row
+
+
+def test_a_row_pooling_machines_is_warned_about(tmp_path):
+    db = tmp_path / "results.sqlite"
+    runs = synthetic_runs("wce", "synth_bp4d_3fold")
+    _store_runs(db, runs[:2], 1.0, "x86_64 (2 threads)")
+    _store_runs(db, runs[2:], 1.0, "x86_64 (16 threads)")
+    printed = runner.invoke(app, ["results", "--db", str(db), "--leaderboard", "--format", "csv"])
+    assert printed.exit_code == 0
+    (warning,) = printed.stderr.strip().splitlines()
+    assert warning.startswith("warning: synth_bp4d_3fold") and "x86_64 (16 threads); x86_64 (2 threads)" in warning
+
+
+# -------------------------------------------------------------------------------------- selection
+def test_selection_policies_choose_epochs_on_what_they_say(tiny_specs, short_wce, tmp_path):
+    db = tmp_path / "results.sqlite"
+    for selection in ("strict", "last_epoch", "test_fold"):
+        result = _run(short_wce, tiny_specs / "tiny_easy.yaml", db, "--folds", "1", "--selection", selection)
+        assert result.exit_code == 0, result.output
+    runs = {run["selection"]: run for run in ResultStore(db).runs()}
+    frames = {name: run["provenance"]["frames"] for name, run in runs.items()}
+    assert frames["strict"]["val"] > 0 and frames["strict"]["train"] + frames["strict"]["val"] == frames["last_epoch"]["train"]
+    assert frames["last_epoch"]["val"] == 0 and runs["last_epoch"]["provenance"]["training"]["selected_epoch"] == 2
+    assert frames["test_fold"]["val"] == frames["test_fold"]["test"]  # the test fold picks the epoch
+    assert frames["test_fold"]["train"] == frames["last_epoch"]["train"]
+    assert len({run["run_id"] for run in runs.values()}) == 3
+
+
+# ------------------------------------------------------------------------------------ failures
+def test_one_failing_run_does_not_stop_the_plan(tiny_specs, short_wce, tmp_path, monkeypatch):
+    real = launch.run_frames
+
+    def broken_on_fold_2(config, subjects, aus, root):
+        if list(subjects) == ["B005", "B006", "B007", "B008"]:  # the test subjects of fold 2
+            raise RuntimeError("disk went away")
+        return real(config, subjects, aus, root)
+
+    db = tmp_path / "results.sqlite"
+    monkeypatch.setattr(launch, "run_frames", broken_on_fold_2)
+    failed = _run(short_wce, tiny_specs / "tiny_easy.yaml", db)
+    assert failed.exit_code == 1
+    assert "2 done, 1 failed, 0 skipped of 3 run(s)" in failed.stdout
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in failed.stderr
+    assert lines[0].startswith("failed: short_wce fold2 seed 0") and lines[0].endswith("RuntimeError: disk went away")
+    assert lines[1] == "error: 1 of 3 run(s) failed; --debug prints the tracebacks"
+    statuses = {run["fold"]: (run["status"], run["error"]) for run in ResultStore(db).runs()}
+    assert statuses == {1: ("done", None), 2: ("failed", "RuntimeError: disk went away"), 3: ("done", None)}
+
+    debug = _run(short_wce, tiny_specs / "tiny_easy.yaml", db, "--debug")
+    assert debug.exit_code == 1 and "Traceback" in debug.stderr and "broken_on_fold_2" in debug.stderr
+    assert debug.stdout.count("already done, skipping") == 2
+
+    monkeypatch.setattr(launch, "run_frames", real)
+    fixed = _run(short_wce, tiny_specs / "tiny_easy.yaml", db)
+    assert fixed.exit_code == 0 and "1 done, 0 failed, 2 skipped of 3 run(s)" in fixed.stdout
+    assert [run["status"] for run in ResultStore(db).runs()] == ["done"] * 3
+
+
+def test_redo_replaces_a_done_run(tiny_specs, short_wce, tmp_path):
+    db = tmp_path / "results.sqlite"
+    assert _run(short_wce, tiny_specs / "tiny_easy.yaml", db, "--folds", "1").exit_code == 0
+    (before,) = ResultStore(db).runs()
+    again = _run(short_wce, tiny_specs / "tiny_easy.yaml", db, "--folds", "1", "--redo")
+    assert again.exit_code == 0 and "1 done, 0 failed, 0 skipped" in again.stdout
+    (after,) = ResultStore(db).runs()
+    assert after["run_id"] == before["run_id"] and after["status"] == "done"
+    assert after["provenance"]["timings_s"] != before["provenance"]["timings_s"]
+    assert after["mean_f1"] == pytest.approx(before["mean_f1"], abs=1e-6)  # same seed, same thread count
+
+
+def test_a_run_with_too_few_frames_for_one_batch_is_refused_before_training(tiny_specs, tmp_path):
+    method = tmp_path / "huge_batch.yaml"
+    method.write_text(SHORT_WCE.replace("batch_size: 32", "batch_size: 4096"))
+    db = tmp_path / "results.sqlite"
+    result = _run(method, tiny_specs / "tiny_easy.yaml", db, "--folds", "1")
+    assert result.exit_code == 1
+    assert "field 'train.batch_size': 4096 is more than the" in result.stderr and "Traceback" not in result.stderr
+    (stored,) = ResultStore(db).runs()
+    assert stored["status"] == "failed" and "no batch would train" in stored["error"]
+
+
+# ------------------------------------------------------------------------------ bad specs, one line
+METHOD_CASES = {
+    "duplicate key": (SHORT_WCE + "recipe: supervised\n", "line 6: invalid YAML (duplicate key 'recipe')"),
+    "epochs 1e29": (SHORT_WCE.replace("epochs: 2", "epochs: 1e29"), "field 'train.epochs': Input should be a valid integer"),
+    "epochs 0": (SHORT_WCE.replace("epochs: 2", "epochs: 0"), "field 'train.epochs': Input should be greater than or equal to 1"),
+    "batch size as text": (SHORT_WCE.replace("batch_size: 32", 'batch_size: "16"'),
+                           "field 'train.batch_size': Input should be a valid integer (got '16')"),
+    "unknown loss option": (SHORT_WCE.replace("{name: wce}", "{name: wce, margin: 2}"),
+                            "field 'loss.margin': loss 'wce' has no option 'margin'"),
+    "unknown backbone": (SHORT_WCE.replace("backbone: resnet18", "backbone: resnet18x"),
+                         "field 'model.backbone': unknown timm backbone 'resnet18x'"),
+    "binary file": (None, "not a text file (expected UTF-8 YAML)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(METHOD_CASES))
+def test_bad_method_yaml_is_refused_with_one_line_naming_file_and_field(case, tiny_specs, tmp_path):
+    text, message = METHOD_CASES[case]
+    method = tmp_path / "bad.yaml"
+    if text is None:
+        method.write_bytes(bytes(range(256)))
+    else:
+        method.write_text(text)
+    db = tmp_path / "results.sqlite"
+    result = _run(method, tiny_specs / "tiny_easy.yaml", db)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line and ("bad" in line) and "Traceback" not in result.stderr
+    assert not db.exists() or not ResultStore(db).runs()  # nothing stored, let alone done
+
+
+PROTOCOL_CASES = {
+    "crop larger than the faces": (("crop_size: 40", "crop_size: 64"),
+                                   "field 'budgets.quick.crop_size': 64 px is larger than the 48 px faces"),
+    "n_folds as text": (("n_folds: 3", 'n_folds: "3"'), "field 'split.kfold.n_folds': Input should be a valid integer (got '3')"),
+    "unknown selection": (("selection: strict", "selection: official"), "field 'selection': Input should be 'strict'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROTOCOL_CASES))
+def test_bad_protocol_yaml_is_refused_with_one_line(case, tiny_specs, short_wce, tmp_path):
+    (old, new), message = PROTOCOL_CASES[case]
+    text = (tiny_specs / "tiny_easy.yaml").read_text()
+    assert old in text
+    protocol = tmp_path / "bad_protocol.yaml"
+    protocol.write_text(text.replace(old, new, 1))
+    db = tmp_path / "results.sqlite"
+    result = _run(short_wce, protocol, db)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line and "Traceback" not in result.stderr
+    assert not db.exists() or not ResultStore(db).runs()
+
+
+def test_names_are_found_on_the_search_path_and_listed_with_their_origin(short_wce, tmp_path, monkeypatch):
+    folder = tmp_path / "mine"
+    (folder / "methods").mkdir(parents=True)
+    (folder / "methods" / "short_wce.yaml").write_text(SHORT_WCE)
+    monkeypatch.setenv("AUNCE_BENCH_PATH", str(folder))
+    monkeypatch.setattr("aunce_bench.cli.console.width", 200)
+    listed = runner.invoke(app, ["list", "methods"])
+    assert listed.exit_code == 0
+    origins = {line.split("│")[1].strip(): line.split("│")[3].strip() for line in listed.output.splitlines()
+               if line.count("│") == 4 and line.split("│")[1].strip()}
+    assert origins["short_wce"] == str(folder) and origins["aunce"] == "built-in"
+    from aunce_bench.specs import load_method
+
+    assert load_method("short_wce").train.epochs == 2
