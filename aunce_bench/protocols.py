@@ -60,16 +60,16 @@ def _resolve(data: DataSpec, protocol: ProtocolSpec, budget_name: str, test: boo
         else:
             config = PreparedConfig(dataset=data.dataset, fingerprint=info.fingerprint, **settings)
     except ValidationError as error:
-        raise UserError(f"protocol {protocol.name}: data settings of budget '{budget_name}': "
+        raise UserError(f"{protocol.where}: data settings of budget '{budget_name}': "
                         f"{validation_message(error)}")
     except ValueError as error:
-        raise UserError(f"protocol {protocol.name}: data settings of budget '{budget_name}': {error}")
+        raise UserError(f"{protocol.where}: data settings of budget '{budget_name}': {error}")
     if info is None:
         return _Data(config, subject_names(config), list(PROFILES[config.profile].labels.labelled_aus), {},
                      f"SynthAU {config.profile}")
     unknown = [b for b in config.pose_bins or [] if b not in info.pose_bins]
     if unknown:
-        raise UserError(f"protocol {protocol.name}: pose bin '{unknown[0]}' is not in {data.dataset} at {info.folder} "
+        raise UserError(f"{protocol.where}: pose bin '{unknown[0]}' is not in {data.dataset} at {info.folder} "
                         f"(it has: {', '.join(info.pose_bins)})")
     return _Data(config, info.subjects, info.aus, info.partitions, f"{data.dataset} at {info.folder}")
 
@@ -80,7 +80,7 @@ def _aus(protocol: ProtocolSpec, train: _Data, test: _Data) -> list[int]:
         return available
     absent = [au for au in protocol.aus if au not in available]
     if absent:
-        raise UserError(f"protocol {protocol.name}: field 'aus': AU {absent[0]} is not labelled in both "
+        raise UserError(f"{protocol.where}: field 'aus': AU {absent[0]} is not labelled in both "
                         f"train and test data (available: {available})")
     return list(protocol.aus)
 
@@ -91,18 +91,18 @@ def _parts(protocol: ProtocolSpec, data: _Data) -> list[list[str]]:
     if split.kind == "parts":
         absent = [s for part in split.parts for s in part if s not in data.subjects]
         if absent:
-            raise UserError(f"protocol {protocol.name}: subject {absent[0]} of its parts is not in {data.where} "
+            raise UserError(f"{protocol.where}: subject {absent[0]} of its parts is not in {data.where} "
                             f"({len(absent)} of {sum(map(len, split.parts))} missing); prepare the complete dataset")
         return [list(part) for part in split.parts]
     if len(data.subjects) < split.n_folds:
-        raise UserError(f"protocol {protocol.name}: {len(data.subjects)} subjects cannot make {split.n_folds} folds")
+        raise UserError(f"{protocol.where}: {len(data.subjects)} subjects cannot make {split.n_folds} folds")
     return [list(part) for part in np.array_split(np.array(data.subjects), split.n_folds)]
 
 
 def _partition(protocol: ProtocolSpec, data: _Data, name: str) -> list[str]:
     if name not in data.partitions:
         known = ", ".join(data.partitions) or "none"
-        raise UserError(f"protocol {protocol.name}: {data.where} has no '{name}' partition (it has: {known})")
+        raise UserError(f"{protocol.where}: {data.where} has no '{name}' partition (it has: {known})")
     return list(data.partitions[name])
 
 
@@ -125,7 +125,7 @@ def fold_plans(protocol: ProtocolSpec, budget_name: str, root: Path | None = Non
         train_subjects, test_subjects = _partition(protocol, train, split.train), _partition(protocol, test, split.test)
         shared = sorted(set(train_subjects) & set(test_subjects))
         if shared:
-            raise UserError(f"protocol {protocol.name}: subject {shared[0]} is in both the '{split.train}' and the "
+            raise UserError(f"{protocol.where}: subject {shared[0]} is in both the '{split.train}' and the "
                             f"'{split.test}' partition of {train.where}")
         return [FoldPlan(1, split.test, train.config, test.config, train_subjects, test_subjects, aus)]
     parts = _parts(protocol, train)
@@ -183,7 +183,7 @@ def _check_pool_disjoint(plans: list[FoldPlan], protocol: ProtocolSpec) -> None:
     for plan in plans:
         for data in (plan.train_data, plan.test_data):
             if isinstance(data, SynthConfig) and data.seed == POOL_SEED:
-                raise UserError(f"protocol {protocol.name}: SynthAU seed {POOL_SEED} renders the SynthFace "
+                raise UserError(f"{protocol.where}: SynthAU seed {POOL_SEED} renders the SynthFace "
                                 "pretraining identities; choose another seed or another --init")
 
 
@@ -196,7 +196,7 @@ def _check_crop(plans: list[FoldPlan], protocol: ProtocolSpec, budget: str) -> N
         for data in (plan.train_data, plan.test_data):
             size = data.image_size or OUTPUT_SIZE
             if crop > size:
-                raise UserError(f"protocol {protocol.name}: field 'budgets.{budget}.crop_size': {crop} px is larger "
+                raise UserError(f"{protocol.where}: field 'budgets.{budget}.crop_size': {crop} px is larger "
                                 f"than the {size} px faces of its data; lower crop_size or raise data.image_size")
 
 

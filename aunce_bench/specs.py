@@ -201,6 +201,12 @@ class ProtocolSpec(Strict):
     decision_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     reference: PaperReference | None = None
     budgets: dict[Literal["quick", "standard", "full"], Budget]
+    _path: Path | None = PrivateAttr(None)  # the YAML it was loaded from, for messages
+
+    @property
+    def where(self) -> str:
+        """How messages name this protocol: its YAML file, else its name."""
+        return str(self._path) if self._path else f"protocol {self.name}"
 
     @property
     def sources(self) -> list[SynthData | PreparedData]:
@@ -426,7 +432,9 @@ def validation_message(error: ValidationError) -> str:
 
 def load_protocol(reference: str) -> ProtocolSpec:
     path = _resolve(reference, "protocols")
-    return _validate(ProtocolSpec, _load_yaml(path), path)
+    protocol = _validate(ProtocolSpec, _load_yaml(path), path)
+    protocol._path = path
+    return protocol
 
 
 def load_method(reference: str) -> MethodSpec:

@@ -210,6 +210,11 @@ PROTOCOL_CASES = {
                                    "field 'budgets.quick.crop_size': 64 px is larger than the 48 px faces"),
     "n_folds as text": (("n_folds: 3", 'n_folds: "3"'), "field 'split.kfold.n_folds': Input should be a valid integer (got '3')"),
     "unknown selection": (("selection: strict", "selection: official"), "field 'selection': Input should be 'strict'"),
+    "unknown profile": (("profile: bp4d,", "profile: bp4dx,"), "data settings of budget 'quick': field 'profile'"),
+    "unknown data field": (("difficulty: 0.25", "difficulty: 0.25, blur: 3"),
+                           "data settings of budget 'quick': field 'blur': Extra inputs are not permitted"),
+    "image size 8": (("image_size: 48", "image_size: 8"), "data settings of budget 'quick': field 'image_size'"),
+    "subjects 1e14": (("subjects: 12", "subjects: 1e14"), "data settings of budget 'quick': field 'subjects'"),
 }
 
 
@@ -226,6 +231,22 @@ def test_bad_protocol_yaml_is_refused_with_one_line(case, tiny_specs, short_wce,
     (line,) = result.stderr.strip().splitlines()
     assert message in line and "Traceback" not in result.stderr
     assert not db.exists() or not ResultStore(db).runs()
+
+
+def test_a_run_another_process_is_executing_is_skipped_not_restarted(tiny_specs, short_wce, tmp_path):
+    from filelock import FileLock
+
+    from aunce_bench.protocols import plan_runs
+    from aunce_bench.data.noise import NoiseSpec
+    from aunce_bench.specs import load_method, load_protocol
+
+    (run,) = plan_runs(load_method(str(short_wce)), load_protocol(str(tiny_specs / "tiny_easy.yaml")), "quick", [1], [0],
+                       NoiseSpec.parse("none"))
+    db = tmp_path / "results.sqlite"
+    with FileLock(tmp_path / "results.locks" / f"{run.run_id}.lock"):  # as the other process holds it
+        result = _run(short_wce, tiny_specs / "tiny_easy.yaml", db, "--folds", "1")
+    assert result.exit_code == 0 and f"running in another process, skipping: short_wce fold1" in result.stdout
+    assert "0 done, 0 failed, 1 skipped of 1 run(s)" in result.stdout and ResultStore(db).runs() == []
 
 
 def test_names_are_found_on_the_search_path_and_listed_with_their_origin(short_wce, tmp_path, monkeypatch):
