@@ -525,8 +525,8 @@ class ResultStore:
         which = (f"run {run_id}" if run is None else
                  f"run {run_id}: method {run['method']}, protocol {run['protocol']}, budget {run['budget']}, "
                  f"fold {run['fold']}, seed {run['seed']}, noise {run['noise']}")
-        return DamagedPredictions(f"{self._prediction_path(run_id)}: predictions damaged ({reason}); redo the run "
-                                  f"with 'aunce-bench run ... --redo' ({which})")
+        return DamagedPredictions(f"{self._prediction_path(run_id)}: predictions damaged ({reason}); run its "
+                                  f"'aunce-bench run' command again, which redoes it ({which})")
 
     def predictions_intact(self, run_id: str) -> bool:
         """Whether the run is done and its predictions file is there and matches its sha256 (for a run stored

@@ -209,7 +209,7 @@ def test_flipped_bytes_in_predictions_are_caught_by_the_checksum(tmp_path):
         with pytest.raises(DamagedPredictions) as error:
             store.predictions("r1")
         assert one_line(error) == (
-            f"{path}: predictions damaged (sha256 mismatch); redo the run with 'aunce-bench run ... --redo' "
+            f"{path}: predictions damaged (sha256 mismatch); run its 'aunce-bench run' command again, which redoes it "
             "(run r1: method aunce, protocol bp4d-3fold, budget quick, fold 1, seed 0, noise none)")
         assert isinstance(error.value, UserError) and not store.predictions_intact("r1")
 
@@ -227,7 +227,7 @@ def test_truncated_predictions_are_damaged(tmp_path):
             store.predictions("r1")
         with pytest.raises(DamagedPredictions) as error:
             store.predictions("old", ["prob"])
-        assert one_line(error).startswith(f"{path}: predictions damaged (not readable as Parquet); redo the run")
+        assert one_line(error).startswith(f"{path}: predictions damaged (not readable as Parquet); run its 'aunce-bench run' command again")
         assert not store.predictions_intact("r1") and not store.predictions_intact("old")
 
 
