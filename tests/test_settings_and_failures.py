@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from aunce_bench import launch
 from aunce_bench.cli import app
-from aunce_bench.report.aggregate import leaderboards, run_key
+from aunce_bench.report.aggregate import leaderboards, noise_curves, run_key
 from aunce_bench.report.exports import format_leaderboards
 from aunce_bench.results import ResultStore
 from test_report import store_synthetic_run, synthetic_runs
@@ -103,6 +103,16 @@ def test_a_row_pooling_machines_is_warned_about(tmp_path):
     assert printed.exit_code == 0
     (warning,) = printed.stderr.strip().splitlines()
     assert warning.startswith("warning: synth_bp4d_3fold") and "x86_64 (16 threads); x86_64 (2 threads)" in warning
+
+
+def test_noise_curves_hold_the_methods_measured_under_noise(tmp_path):
+    db = tmp_path / "results.sqlite"
+    _store_runs(db, [*synthetic_runs("wce", "synth_bp4d_3fold"), *synthetic_runs("wce", "synth_bp4d_3fold", "symmetric:0.2"),
+                     *synthetic_runs("aunce", "synth_bp4d_3fold")], 1.0, "cpu")
+    with ResultStore(db) as store:
+        (curve,) = noise_curves(store.runs())
+    assert list(curve.points) == ["wce"] and curve.levels == [0.0, 0.2]  # aunce has clean runs only
+    assert [stat.n for stat in curve.points["wce"]] == [3, 3]
 
 
 # -------------------------------------------------------------------------------------- selection

@@ -377,8 +377,8 @@ def leaderboards(runs: list[dict], store: ResultStore, resamples: int = RESAMPLE
 # ------------------------------------------------------------------------------------------ noise
 @dataclass
 class NoiseCurve:
-    """Mean F1 per method (row label: method and selection) at each rate of one noise kind; level 0 is the
-    clean run."""
+    """Mean F1 per method measured under the noise (row label: method and selection) at each rate of one noise
+    kind; level 0 is the clean run."""
 
     setting: Setting
     kind: str
@@ -402,7 +402,7 @@ def noise_curves(runs: list[dict]) -> list[NoiseCurve]:
             chosen = [(0.0 if noise.is_clean else noise.rate, label, run) for noise, label, run in parsed
                       if noise.is_clean or noise.kind == kind]
             levels = sorted({0.0} | {level for level, _, _ in chosen})
-            labels = sorted({label for _, label, _ in chosen})
+            labels = sorted({label for level, label, _ in chosen if level > 0})  # methods measured under noise
             points = {label: [Stat.of(run["mean_f1"] for level, other, run in chosen
                                       if other == label and level == at) for at in levels]
                       for label in labels}
