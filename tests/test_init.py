@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from aunce_bench import cli, synthface
 from aunce_bench.cli import app
 from aunce_bench.data.noise import NoiseSpec
-from aunce_bench.data.synth.generate import SynthConfig, identity_for
+from aunce_bench.data.synth.generate import identity_for
 from aunce_bench.errors import UserError
 from aunce_bench.models.backbones import create_backbone
 from aunce_bench.models.init import load_backbone

@@ -255,7 +255,7 @@ def test_a_run_another_process_is_executing_is_skipped_not_restarted(tiny_specs,
     db = tmp_path / "results.sqlite"
     with FileLock(tmp_path / "results.locks" / f"{run.run_id}.lock"):  # as the other process holds it
         result = _run(short_wce, tiny_specs / "tiny_easy.yaml", db, "--folds", "1")
-    assert result.exit_code == 0 and f"running in another process, skipping: short_wce fold1" in result.stdout
+    assert result.exit_code == 0 and "running in another process, skipping: short_wce fold1" in result.stdout
     assert "0 done, 0 failed, 1 skipped of 1 run(s)" in result.stdout and ResultStore(db).runs() == []
 
 
