@@ -17,14 +17,15 @@ from aunce_bench.data.formats import FORMATS
 from aunce_bench.data.noise import NOISE_MODELS
 from aunce_bench.data.synth.profiles import PROFILES
 from aunce_bench.errors import UserError
-from aunce_bench.losses import aunce_loss, weighted_bce
+from aunce_bench.losses import aunce_loss, supervised, weighted_bce
 from aunce_bench.specs import LossSpec
 
 if TYPE_CHECKING:
     from aunce_bench.recipes import Recipe
 
 RECIPES: dict[str, type["Recipe"]] = {}
-SUPERVISED_LOSSES: dict[str, Callable] = {"wce": weighted_bce}
+SUPERVISED_LOSSES: dict[str, Callable] = {"wce": weighted_bce, "bce": supervised.bce, "focal": supervised.focal,
+                                           "asl": supervised.asymmetric, "gce": supervised.gce}
 CONTRASTIVE_LOSSES: dict[str, Callable] = {"aunce": aunce_loss}
 DATASETS: dict[str, str] = {
     profile.dataset_name: f"SynthAU, {profile.name} profile: {len(profile.labels.labelled_aus)} labelled AUs, "

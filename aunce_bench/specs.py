@@ -3,8 +3,9 @@
 A protocol (`protocols/<name>.yaml`) says what data, which AUs, which folds, which policies and how much
 compute each budget (`quick`, `standard`, `full`; on prepared real data `quick` and `full`) spends. A method
 (`methods/<name>.yaml`) is a recipe with its hyperparameters, optional per-budget overrides, a citation and
-the numbers its paper reports. A `RunSpec` is one (method, protocol, budget, fold, seed, noise) with
-everything resolved; its content hash is the run id.
+the numbers its paper reports; `include: OTHER` starts from another method's fields (ablations). A
+`RunSpec` is one (method, protocol, budget, fold, seed, noise) with everything resolved; its content hash is
+the run id.
 
 Names are looked up in the folders of `AUNCE_BENCH_PATH` (each may hold `methods/` and `protocols/`), then
 among the built-in YAMLs shipped inside the package (`aunce_bench/builtin`); a path to a YAML file works
@@ -437,9 +438,25 @@ def load_protocol(reference: str) -> ProtocolSpec:
     return protocol
 
 
+def _method_fields(path: Path, including: tuple[Path, ...] = ()) -> dict:
+    """A method YAML's fields; `include: NAME` (a method name, or a YAML path relative to this file) takes
+    that method's fields first and merges these over them (nested keys merge, values and lists replace)."""
+    content = _load_yaml(path)
+    base = content.pop("include", None)
+    if base is None:
+        return content
+    if not isinstance(base, str):
+        raise UserError(f"{path}: field 'include': give a method name or a YAML path")
+    relative = path.parent / base
+    base_path = relative if Path(base).suffix in (".yaml", ".yml") and relative.is_file() else _resolve(base, "methods")
+    if base_path.resolve() in [p.resolve() for p in (*including, path)]:
+        raise UserError(f"{path}: field 'include': '{base}' includes this file again (a cycle)")
+    return _deep_merge(_method_fields(base_path, (*including, path)), content)
+
+
 def load_method(reference: str) -> MethodSpec:
     path = _resolve(reference, "methods")
-    method = _validate(MethodSpec, _load_yaml(path), path)
+    method = _validate(MethodSpec, _method_fields(path), path)
     method._path = path
     return method
 

@@ -4,7 +4,7 @@ import pytest
 
 from aunce_bench.data.noise import NoiseSpec
 from aunce_bench.errors import UserError
-from aunce_bench.protocols import fold_plans, parse_noise, plan_runs, split_validation
+from aunce_bench.protocols import fold_plans, parse_noise, plan_runs, resolved_method, split_validation
 from aunce_bench.specs import BUDGETS, list_methods, list_protocols, load_method, load_protocol
 
 CLEAN = NoiseSpec.parse("none")
@@ -100,3 +100,40 @@ def test_bad_folds_and_noise_are_user_errors():
         plan_runs(load_method("wce"), load_protocol("synth_bp4d_3fold"), "quick", [4], [0], CLEAN)
     with pytest.raises(UserError, match=r"invalid --noise"):
         parse_noise("symmetric")
+
+
+def test_include_starts_from_another_method_and_merges_over_it(tmp_path):
+    ablation = load_method("aunce_noweight")
+    aunce = load_method("aunce")
+    assert (ablation.loss.exponent_pos, ablation.loss.exponent_neg) == (1.0, 1.0)
+    assert ablation.loss.temperature == aunce.loss.temperature and ablation.train == aunce.train
+    assert ablation.budgets == aunce.budgets and ablation.reported == [] and aunce.reported
+    maxpos = load_method("aunce_maxpos")
+    assert all(maxpos.for_budget(b).loss.positive_probs == [1.0, 0.0, 0.0] for b in BUDGETS)
+    (tmp_path / "base.yaml").write_text("name: base\nrecipe: supervised\nloss: {name: wce}\n"
+                                        "train: {lr: 1.0e-3, batch_size: 8, epochs: 2}\n")
+    (tmp_path / "child.yaml").write_text("name: child\ninclude: base.yaml\ntrain: {epochs: 3}\n")
+    child = load_method(str(tmp_path / "child.yaml"))
+    assert (child.name, child.train.epochs, child.train.batch_size) == ("child", 3, 8)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name: a\ninclude: a.yaml\n", "field 'include': 'a.yaml' includes this file again (a cycle)"),
+    ("name: a\ninclude: no_such_method\n", "unknown method 'no_such_method'"),
+    ("name: a\ninclude: [aunce]\n", "field 'include': give a method name or a YAML path"),
+])
+def test_a_bad_include_is_one_line(tmp_path, text, message):
+    (tmp_path / "a.yaml").write_text(text)
+    with pytest.raises(UserError) as error:
+        load_method(str(tmp_path / "a.yaml"))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_every_builtin_method_plans_at_every_budget():
+    protocol = load_protocol("synth_bp4d_3fold")
+    names = list_methods()
+    assert len(names) >= 13
+    for name in names:
+        for budget in BUDGETS:
+            resolved, _ = resolved_method(load_method(name), protocol, budget, "scratch")
+            assert resolved.name == name
