@@ -3,7 +3,6 @@ libraries they call, and each learning on the tiny easy protocol's frequent AUs 
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
 from aunce_bench.losses import supervised
