@@ -104,15 +104,31 @@ def test_parse_rejects_malformed(text, message):
         NoiseSpec.parse(text)
     text_of_error = str(error.value)
     assert "\n" not in text_of_error
-    assert "known kinds: symmetric, missing_positive" in text_of_error
+    assert "known kinds: symmetric, missing_positive, asymmetric" in text_of_error
 
 
 def test_registry_and_direct_construction():
     assert set(NOISE_MODELS) >= {"symmetric", "missing_positive"}
-    rho_10, rho_01 = NOISE_MODELS["missing_positive"](0.3, 3)
+    rho_10, rho_01 = NOISE_MODELS["missing_positive"](0.3, np.array([0.1, 0.2, 0.5]))
     np.testing.assert_array_equal(rho_10, [0.3] * 3)
     np.testing.assert_array_equal(rho_01, [0.0] * 3)
     with pytest.raises(ValueError, match="unknown noise kind"):
         NoiseSpec("gaussian", 0.1)
     with pytest.raises(ValueError, match="takes no rate"):
         NoiseSpec("none", 0.1)
+
+
+def test_asymmetric_noise_keeps_each_aus_expected_base_rate():
+    rng = np.random.default_rng(0)
+    rates = np.array([0.05, 0.2, 0.5])
+    labels = (rng.random((200_000, 3)) < rates).astype(np.int8)
+    labels[rng.random(labels.shape) < 0.1] = -1
+    noisy, flips = apply_label_noise(labels, NoiseSpec.parse("asymmetric:0.3"), seed=1)
+    for k, rate in enumerate(rates):
+        known = labels[:, k] >= 0
+        assert flips[k].rho_10 == pytest.approx(0.3, abs=0.01)
+        assert flips[k].rho_01 == pytest.approx(0.3 * rate / (1 - rate), abs=0.005)
+        assert (noisy[known, k] == 1).mean() == pytest.approx((labels[known, k] == 1).mean(), abs=0.005)
+    assert np.array_equal(noisy == -1, labels == -1)
+    rho_10, rho_01 = NOISE_MODELS["asymmetric"](0.5, np.array([0.9, 1.0, np.nan]))
+    np.testing.assert_allclose(rho_01, [1.0, 0.0, 0.0])  # capped at 1; an AU all positive or unlabelled: none

@@ -4,8 +4,9 @@ A noise model gives, per AU, rho_10 = P(observed 0 | true 1) and rho_01 = P(obse
 AU positives are rare, so a symmetric per-entry flip mostly creates false positives: `apply_label_noise`
 reports the achieved flip rates per AU. Noise is meant for training labels only; test labels stay clean.
 
-To add a model, write a function (rate, n_aus) -> (rho_10, rho_01) and decorate it with
-`@register_noise_model("name")`; `NoiseSpec.parse("name:0.2")` then accepts it.
+To add a model, write a function (rate, base_rates) -> (rho_10, rho_01), where base_rates [K] are the clean
+labels' positive rates per AU, and decorate it with `@register_noise_model("name")`;
+`NoiseSpec.parse("name:0.2")` then accepts it.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import numpy as np
 MISSING_LABEL = -1
 CLEAN = "none"
 
-NoiseModel = Callable[[float, int], tuple[np.ndarray, np.ndarray]]
+NoiseModel = Callable[[float, np.ndarray], tuple[np.ndarray, np.ndarray]]
 NOISE_MODELS: dict[str, NoiseModel] = {}
 
 
 def register_noise_model(name: str) -> Callable[[NoiseModel], NoiseModel]:
-    """Decorator adding a noise model (rate, n_aus) -> (rho_10 [n_aus], rho_01 [n_aus]) under `name`."""
+    """Decorator adding a noise model (rate, base_rates [K]) -> (rho_10 [K], rho_01 [K]) under `name`."""
 
     def register(model: NoiseModel) -> NoiseModel:
         if name == CLEAN or name in NOISE_MODELS:
@@ -37,15 +38,25 @@ def register_noise_model(name: str) -> Callable[[NoiseModel], NoiseModel]:
 
 
 @register_noise_model("symmetric")
-def symmetric(rate: float, n_aus: int) -> tuple[np.ndarray, np.ndarray]:
+def symmetric(rate: float, base_rates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every label flips with probability `rate`, whatever its true value."""
-    return np.full(n_aus, rate), np.full(n_aus, rate)
+    return np.full(len(base_rates), rate), np.full(len(base_rates), rate)
 
 
 @register_noise_model("missing_positive")
-def missing_positive(rate: float, n_aus: int) -> tuple[np.ndarray, np.ndarray]:
+def missing_positive(rate: float, base_rates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """True positives are missed with probability `rate` (annotators overlook subtle AUs); no false positives."""
-    return np.full(n_aus, rate), np.zeros(n_aus)
+    return np.full(len(base_rates), rate), np.zeros(len(base_rates))
+
+
+@register_noise_model("asymmetric")
+def asymmetric(rate: float, base_rates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class-conditional flips that keep each AU's expected base rate: a share `rate` of the true positives
+    flips to 0 and as many negatives, in expectation, flip to 1 (rho_01 = rate * b / (1 - b) for base rate b,
+    at most 1). Half the noisy positives are then wrong while the label balance looks untouched."""
+    b = np.nan_to_num(np.asarray(base_rates, dtype=float), nan=0.0).clip(0.0, 1.0)
+    rho_01 = np.divide(rate * b, 1.0 - b, out=np.zeros_like(b), where=b < 1.0).clip(max=1.0)
+    return np.full(len(b), rate), rho_01
 
 
 def _format_error(text: str, detail: str) -> str:
@@ -123,7 +134,10 @@ def apply_label_noise(labels: np.ndarray, spec: NoiseSpec, seed: int) -> tuple[n
     noisy = labels.copy()
     n_aus = labels.shape[1]
     if not spec.is_clean:
-        rho_10, rho_01 = NOISE_MODELS[spec.kind](spec.rate, n_aus)
+        known = labels >= 0
+        base_rates = np.array([(labels[known[:, k], k] == 1).mean() if known[:, k].any() else np.nan
+                               for k in range(n_aus)])
+        rho_10, rho_01 = NOISE_MODELS[spec.kind](spec.rate, base_rates)
         draws = np.random.default_rng(seed).random(labels.shape)
         positive, negative = labels == 1, labels == 0
         flip = (positive & (draws < rho_10)) | (negative & (draws < rho_01))
