@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 
 from aunce_bench import __version__
 from aunce_bench.data.loaders import FrameSet, load_frames
-from aunce_bench.data.noise import NoiseSpec, apply_label_noise
+from aunce_bench.data.noise import NoiseSpec, apply_label_noise, sequence_rows
 from aunce_bench.data.prepared import PreparedConfig, data_root, prepared_info
 from aunce_bench.data.synth.generate import SynthConfig, load_or_generate
 from aunce_bench.errors import UserError
@@ -127,7 +127,9 @@ def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress
     try:
         pool = run_frames(run.train_data, run.train_subjects, run.aus, root)
         noise = NoiseSpec.parse(run.noise)
-        noisy_labels, flips = apply_label_noise(pool.labels, noise, seed=run.seed)
+        sequences = sequence_rows(np.char.add(pool.keys["subject"].astype(str), "/" + pool.keys["sequence"].astype(str)),
+                                  pool.keys["frame"])
+        noisy_labels, flips = apply_label_noise(pool.labels, noise, seed=run.seed, sequences=sequences)
         pool = pool.with_labels(noisy_labels)  # noise hits the training folds only; test labels stay clean
         test = run_frames(run.test_data, run.test_subjects, run.aus, root)
         train, val = _selection_split(run, pool, test)

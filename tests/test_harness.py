@@ -144,3 +144,13 @@ def test_list_shows_components():
     assert "synth_cross_dataset" in protocols and "synth_pose" in protocols
     assert "synth_bp4d" in runner.invoke(app, ["list", "datasets"]).output
     assert runner.invoke(app, ["list", "things"]).exit_code == 2
+
+
+def test_boundary_noise_runs_end_to_end_with_the_pool_in_frame_order(tiny_specs, tmp_path):
+    run = first_fold_run(tiny_specs, "tiny_wce", noise="boundary:0.4")
+    run = run.model_copy(update={"method": run.method.model_copy(
+        update={"train": run.method.train.model_copy(update={"epochs": 1})})})
+    store = ResultStore(tmp_path / "results.sqlite")
+    assert execute_run(run, store, torch.device("cpu"), Progress()).status == "done"
+    rates = store.runs()[0]["noise_rates"]
+    assert set(rates) == {"AU4", "AU12"} and sum(r["n_flipped"] for r in rates.values()) > 0

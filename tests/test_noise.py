@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from aunce_bench.data.noise import NOISE_MODELS, FlipRates, NoiseSpec, apply_label_noise
+from aunce_bench.data.noise import NOISE_MODELS, FlipRates, NoiseSpec, apply_label_noise, sequence_rows
 
 
 def clean_labels(n=200_000, n_aus=4, base_rate=0.2, missing=0.0, seed=0):
@@ -104,7 +104,7 @@ def test_parse_rejects_malformed(text, message):
         NoiseSpec.parse(text)
     text_of_error = str(error.value)
     assert "\n" not in text_of_error
-    assert "known kinds: symmetric, missing_positive, asymmetric" in text_of_error
+    assert "known kinds: symmetric, missing_positive, asymmetric, boundary" in text_of_error
 
 
 def test_registry_and_direct_construction():
@@ -132,3 +132,38 @@ def test_asymmetric_noise_keeps_each_aus_expected_base_rate():
     assert np.array_equal(noisy == -1, labels == -1)
     rho_10, rho_01 = NOISE_MODELS["asymmetric"](0.5, np.array([0.9, 1.0, np.nan]))
     np.testing.assert_allclose(rho_01, [1.0, 0.0, 0.0])  # capped at 1; an AU all positive or unlabelled: none
+
+
+def test_boundary_noise_moves_episode_edges_within_their_sequence():
+    rng = np.random.default_rng(4)
+    n_sequences, length = 40, 60
+    labels = np.zeros((n_sequences * length, 2), dtype=np.int8)
+    for s in range(n_sequences):
+        for k in range(2):
+            start = rng.integers(5, 25)
+            labels[s * length + start: s * length + start + rng.integers(5, 20), k] = 1
+    labels[rng.random(labels.shape) < 0.05] = -1
+    shuffled = rng.permutation(len(labels))  # rows in any order: sequence_rows restores frame order
+    sequence = np.repeat([f"S{s:02d}/T1" for s in range(n_sequences)], length)[shuffled]
+    frame = np.tile(np.arange(length), n_sequences)[shuffled]
+    labels = labels[shuffled]
+    rows = sequence_rows(sequence, frame)
+    assert len(rows) == n_sequences and all(np.all(np.diff(frame[r]) == 1) for r in rows)
+
+    noisy, flips = apply_label_noise(labels, NoiseSpec.parse("boundary:0.3"), seed=0, sequences=rows)
+    assert np.array_equal(noisy == -1, labels == -1)
+    assert sum(f.n_flipped for f in flips.values()) > 0
+    for r in rows:
+        for k in range(2):
+            labelled = r[labels[r, k] >= 0]  # edges move over the labelled frames
+            clean, moved = labels[labelled, k], noisy[labelled, k]
+            positive = np.flatnonzero(clean == 1)
+            changed = np.flatnonzero(moved != clean)
+            if len(changed):  # every change lies within 0.3 x the episode's length of one of its edges
+                reach = round(0.3 * (positive[-1] - positive[0] + 1))
+                edges = np.array([positive[0], positive[-1] + 1])
+                assert np.abs(changed[:, None] - edges[None, :]).min(axis=1).max() <= reach
+    again, _ = apply_label_noise(labels, NoiseSpec.parse("boundary:0.3"), seed=0, sequences=rows)
+    assert np.array_equal(noisy, again)
+    with pytest.raises(ValueError, match="needs the frames' sequences"):
+        apply_label_noise(labels, NoiseSpec.parse("boundary:0.3"), seed=0)

@@ -6,7 +6,9 @@ reports the achieved flip rates per AU. Noise is meant for training labels only;
 
 To add a model, write a function (rate, base_rates) -> (rho_10, rho_01), where base_rates [K] are the clean
 labels' positive rates per AU, and decorate it with `@register_noise_model("name")`;
-`NoiseSpec.parse("name:0.2")` then accepts it.
+`NoiseSpec.parse("name:0.2")` then accepts it. A model that moves labels along time instead (`boundary`) is a
+function (rate, labels, sequence_rows, rng) -> noisy labels, registered with `per_sequence=True`; it is given
+the row indices of each sequence in frame order.
 """
 
 from __future__ import annotations
@@ -22,16 +24,21 @@ MISSING_LABEL = -1
 CLEAN = "none"
 
 NoiseModel = Callable[[float, np.ndarray], tuple[np.ndarray, np.ndarray]]
-NOISE_MODELS: dict[str, NoiseModel] = {}
+SequenceNoiseModel = Callable[[float, np.ndarray, list[np.ndarray], np.random.Generator], np.ndarray]
+NOISE_MODELS: dict[str, NoiseModel | SequenceNoiseModel] = {}
+PER_SEQUENCE: set[str] = set()  # models that need each sequence's frames in order
 
 
-def register_noise_model(name: str) -> Callable[[NoiseModel], NoiseModel]:
-    """Decorator adding a noise model (rate, base_rates [K]) -> (rho_10 [K], rho_01 [K]) under `name`."""
+def register_noise_model(name: str, per_sequence: bool = False) -> Callable:
+    """Decorator adding a noise model under `name`: (rate, base_rates [K]) -> (rho_10 [K], rho_01 [K]), or
+    with `per_sequence` (rate, labels [N, K], rows of each sequence in frame order, rng) -> noisy labels."""
 
-    def register(model: NoiseModel) -> NoiseModel:
+    def register(model):
         if name == CLEAN or name in NOISE_MODELS:
             raise ValueError(f"noise model name {name!r} is reserved or already registered")
         NOISE_MODELS[name] = model
+        if per_sequence:
+            PER_SEQUENCE.add(name)
         return model
 
     return register
@@ -57,6 +64,35 @@ def asymmetric(rate: float, base_rates: np.ndarray) -> tuple[np.ndarray, np.ndar
     b = np.nan_to_num(np.asarray(base_rates, dtype=float), nan=0.0).clip(0.0, 1.0)
     rho_01 = np.divide(rate * b, 1.0 - b, out=np.zeros_like(b), where=b < 1.0).clip(max=1.0)
     return np.full(len(b), rate), rho_01
+
+
+@register_noise_model("boundary", per_sequence=True)
+def boundary(rate: float, labels: np.ndarray, sequences: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Annotator timing errors: the onset and the offset of every episode (a run of positive frames of an AU
+    within a sequence) move independently by a uniform whole number of frames in [-r, r], r = round(rate x the
+    episode's length), counted over the AU's labelled frames (missing labels stay missing and split nothing).
+    Episodes may shrink away or merge."""
+    noisy = labels.copy()
+    for rows in sequences:
+        for k in range(labels.shape[1]):
+            labelled = rows[labels[rows, k] >= 0]
+            positive = np.concatenate(([0], (labels[labelled, k] == 1).astype(np.int8), [0]))
+            starts, ends = np.flatnonzero(np.diff(positive) == 1), np.flatnonzero(np.diff(positive) == -1)
+            shifted = np.zeros(len(labelled), dtype=np.int8)
+            for start, end in zip(starts, ends):
+                reach = int(round(rate * (end - start)))
+                onset = np.clip(start + rng.integers(-reach, reach + 1), 0, len(labelled))
+                offset = np.clip(end + rng.integers(-reach, reach + 1), 0, len(labelled))
+                shifted[onset:offset] = 1
+            noisy[labelled, k] = shifted
+    return noisy
+
+
+def sequence_rows(sequences: np.ndarray, frames: np.ndarray) -> list[np.ndarray]:
+    """Row indices of each sequence (an id per row, e.g. "subject/sequence"), in frame order."""
+    order = np.lexsort((frames, sequences))
+    boundaries = np.flatnonzero(sequences[order][1:] != sequences[order][:-1]) + 1
+    return np.split(order, boundaries) if len(order) else []
 
 
 def _format_error(text: str, detail: str) -> str:
@@ -122,18 +158,24 @@ class FlipRates:
     n_flipped: int
 
 
-def apply_label_noise(labels: np.ndarray, spec: NoiseSpec, seed: int) -> tuple[np.ndarray, dict[int, FlipRates]]:
+def apply_label_noise(labels: np.ndarray, spec: NoiseSpec, seed: int,
+                      sequences: list[np.ndarray] | None = None) -> tuple[np.ndarray, dict[int, FlipRates]]:
     """Return noisy labels (a new array) and the achieved flip rates per AU column.
 
-    `labels` is [N, K] with 1 present, 0 absent, -1 missing; missing entries never change. Each known label
-    flips independently with its AU's rho_10 (if 1) or rho_01 (if 0), drawn from np.random.default_rng(seed).
+    `labels` is [N, K] with 1 present, 0 absent, -1 missing; missing entries never change. Under a flip-rate
+    model each known label flips independently with its AU's rho_10 (if 1) or rho_01 (if 0); a per-sequence
+    model needs `sequences` (`sequence_rows`). Draws come from np.random.default_rng(seed).
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"labels must be 2-D [frames, AUs], got shape {labels.shape}")
     noisy = labels.copy()
     n_aus = labels.shape[1]
-    if not spec.is_clean:
+    if spec.kind in PER_SEQUENCE:
+        if sequences is None:
+            raise ValueError(f"{spec.kind} noise needs the frames' sequences and frame numbers")
+        noisy = NOISE_MODELS[spec.kind](spec.rate, labels, sequences, np.random.default_rng(seed))
+    elif not spec.is_clean:
         known = labels >= 0
         base_rates = np.array([(labels[known[:, k], k] == 1).mean() if known[:, k].any() else np.nan
                                for k in range(n_aus)])
