@@ -53,12 +53,18 @@ def test_contrastive_method_learns_and_beats_chance_on_frequent_aus(tiny_specs, 
     assert ((probabilities >= 0) & (probabilities <= 1)).all() and probabilities.std() > 0
 
 
-def test_noise_hits_training_labels_only_and_rates_are_stored(tiny_specs, tmp_path):
-    run = first_fold_run(tiny_specs, "tiny_wce", noise="missing_positive:0.5")
+def one_epoch_noisy_run(specs, noise: str, store: ResultStore):
+    """tiny_wce for one epoch on fold 1 under `noise`, executed into `store`; returns its RunSpec."""
+    run = first_fold_run(specs, "tiny_wce", noise=noise)
     run = run.model_copy(update={"method": run.method.model_copy(
         update={"train": run.method.train.model_copy(update={"epochs": 1})})})
-    store = ResultStore(tmp_path / "results.sqlite")
     assert execute_run(run, store, torch.device("cpu"), Progress()).status == "done"
+    return run
+
+
+def test_noise_hits_training_labels_only_and_rates_are_stored(tiny_specs, tmp_path):
+    store = ResultStore(tmp_path / "results.sqlite")
+    run = one_epoch_noisy_run(tiny_specs, "missing_positive:0.5", store)
     stored = store.runs()[0]
     assert stored["noise"] == "missing_positive:0.5"
     for rates in stored["noise_rates"].values():
@@ -147,10 +153,7 @@ def test_list_shows_components():
 
 
 def test_boundary_noise_runs_end_to_end_with_the_pool_in_frame_order(tiny_specs, tmp_path):
-    run = first_fold_run(tiny_specs, "tiny_wce", noise="boundary:0.4")
-    run = run.model_copy(update={"method": run.method.model_copy(
-        update={"train": run.method.train.model_copy(update={"epochs": 1})})})
     store = ResultStore(tmp_path / "results.sqlite")
-    assert execute_run(run, store, torch.device("cpu"), Progress()).status == "done"
+    one_epoch_noisy_run(tiny_specs, "boundary:0.4", store)
     rates = store.runs()[0]["noise_rates"]
     assert set(rates) == {"AU4", "AU12"} and sum(r["n_flipped"] for r in rates.values()) > 0
