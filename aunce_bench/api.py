@@ -55,15 +55,14 @@ def load_results(db: str | Path, *, per: str = "au", status: str | None = "done"
     with _open(db) as store:
         runs = store.runs(method=method, protocol=protocol, status=status)
         if per == "run":
-            return pd.DataFrame([_run_row(run) for run in runs], columns=_columns(runs, ()))
+            return pd.DataFrame([_run_row(run) for run in runs], columns=_columns())
         rows = [{**_run_row(run), "au": au, **metrics}
                 for run in runs for au, metrics in store.au_metrics(run["run_id"]).items()]
-    return pd.DataFrame(rows, columns=_columns(runs, ("au", *METRIC_FIELDS)))
+    return pd.DataFrame(rows, columns=_columns("au", *METRIC_FIELDS))
 
 
-def _columns(runs: list[dict], extra: tuple[str, ...]) -> list[str]:
-    base = [*_RUN_COLUMNS, "test", "decision_threshold", "occurrence_threshold", "device", "git_revision"]
-    return [*base, *extra]
+def _columns(*extra: str) -> list[str]:
+    return [*_RUN_COLUMNS, "test", "decision_threshold", "occurrence_threshold", "device", "git_revision", *extra]
 
 
 def leaderboard(db: str | Path, *, protocol: str | None = None, method: str | None = None,

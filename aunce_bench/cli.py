@@ -337,6 +337,11 @@ def results(
                 typer.echo(format_runs(runs, format))
 
 
+def _check_resamples(resamples: int) -> None:
+    if resamples < 100:
+        raise UserError(f"invalid --resamples: {resamples}; use at least 100")
+
+
 @app.command("results-page")
 def results_page(
     db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
@@ -349,8 +354,7 @@ def results_page(
     from aunce_bench.results import ResultStore
 
     with _user_errors():
-        if resamples < 100:
-            raise UserError(f"invalid --resamples: {resamples}; use at least 100")
+        _check_resamples(resamples)
         check_writable(out.parent)
         with ResultStore(_stored(db)) as store:
             text = page(store, resamples)
@@ -369,8 +373,7 @@ def report(
     from aunce_bench.report.build import build_report
 
     with _user_errors():
-        if resamples < 100:
-            raise UserError(f"invalid --resamples: {resamples}; use at least 100")
+        _check_resamples(resamples)
         path = _stored(db)
         check_writable(out)
         started = time.perf_counter()

@@ -354,7 +354,7 @@ def leaderboards(runs: list[dict], store: ResultStore, resamples: int = RESAMPLE
     boards = []
     for setting, board_runs in sorted(_by(clean, lambda run: run_key(run).setting).items()):
         aus = _aus(board_runs)
-        by_row = _by(board_runs, lambda run: (run_key(run).method, run_key(run).selection))
+        by_row = {(key.method, key.selection): row_runs for key, row_runs in _by(board_runs, run_key).items()}
         rows = _rank([
             MethodRow(method, selection, [r["run_id"] for r in row_runs], Stat.of(r["mean_f1"] for r in row_runs),
                       {au: Stat.of(r["per_au_f1"].get(au) for r in row_runs).mean for au in aus},
