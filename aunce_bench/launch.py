@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 
 from aunce_bench import __version__
 from aunce_bench.data.loaders import FrameSet, load_frames
-from aunce_bench.data.noise import NoiseSpec, apply_label_noise, sequence_rows
+from aunce_bench.data.noise import NoiseNeedsData, NoiseSpec, apply_label_noise, sequence_rows
 from aunce_bench.data.prepared import PreparedConfig, data_root, prepared_info
 from aunce_bench.data.synth.generate import SynthConfig, load_or_generate
 from aunce_bench.errors import UserError
@@ -129,7 +129,12 @@ def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress
         noise = NoiseSpec.parse(run.noise)
         sequences = sequence_rows(np.char.add(pool.keys["subject"].astype(str), "/" + pool.keys["sequence"].astype(str)),
                                   pool.keys["frame"])
-        noisy_labels, flips = apply_label_noise(pool.labels, noise, seed=run.seed, sequences=sequences)
+        try:
+            noisy_labels, flips = apply_label_noise(pool.labels, noise, seed=run.seed, sequences=sequences,
+                                                    intensities=pool.intensities)
+        except NoiseNeedsData as error:
+            raise UserError(f"--noise {run.noise}: {error} ({_dataset(run.train_data)}); choose another noise "
+                            "type for this dataset") from None
         pool = pool.with_labels(noisy_labels)  # noise hits the training folds only; test labels stay clean
         test = run_frames(run.test_data, run.test_subjects, run.aus, root)
         train, val = _selection_split(run, pool, test)

@@ -157,3 +157,10 @@ def test_boundary_noise_runs_end_to_end_with_the_pool_in_frame_order(tiny_specs,
     one_epoch_noisy_run(tiny_specs, "boundary:0.4", store)
     rates = store.runs()[0]["noise_rates"]
     assert set(rates) == {"AU4", "AU12"} and sum(r["n_flipped"] for r in rates.values()) > 0
+
+
+def test_weak_intensity_noise_uses_synthaus_true_intensities(tiny_specs, tmp_path):
+    store = ResultStore(tmp_path / "results.sqlite")
+    one_epoch_noisy_run(tiny_specs, "weak_intensity:0.4", store)
+    for rates in store.runs()[0]["noise_rates"].values():
+        assert rates["rho_01"] == 0.0 and rates["rho_10"] == pytest.approx(0.4, abs=0.02)

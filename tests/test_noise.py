@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from aunce_bench.data.noise import NOISE_MODELS, FlipRates, NoiseSpec, apply_label_noise, sequence_rows
+from aunce_bench.data.noise import NOISE_MODELS, FlipRates, NoiseNeedsData, NoiseSpec, apply_label_noise, sequence_rows
 
 
 def clean_labels(n=200_000, n_aus=4, base_rate=0.2, missing=0.0, seed=0):
@@ -104,7 +104,7 @@ def test_parse_rejects_malformed(text, message):
         NoiseSpec.parse(text)
     text_of_error = str(error.value)
     assert "\n" not in text_of_error
-    assert "known kinds: symmetric, missing_positive, asymmetric, boundary" in text_of_error
+    assert "known kinds: symmetric, missing_positive, asymmetric, boundary, weak_intensity" in text_of_error
 
 
 def test_registry_and_direct_construction():
@@ -167,3 +167,30 @@ def test_boundary_noise_moves_episode_edges_within_their_sequence():
     assert np.array_equal(noisy, again)
     with pytest.raises(ValueError, match="needs the frames' sequences"):
         apply_label_noise(labels, NoiseSpec.parse("boundary:0.3"), seed=0)
+
+
+def test_weak_intensity_noise_misses_the_weakest_positives_first():
+    rng = np.random.default_rng(2)
+    intensities = rng.uniform(0, 5, (3000, 2)).astype(np.float32)
+    labels = (intensities >= 2).astype(np.int8)
+    labels[rng.random(labels.shape) < 0.05] = -1
+    noisy, flips = apply_label_noise(labels, NoiseSpec.parse("weak_intensity:0.25"), seed=0, intensities=intensities)
+    assert np.array_equal(noisy == -1, labels == -1) and not (noisy > labels).any()  # only 1 -> 0
+    for k in range(2):
+        positive = labels[:, k] == 1
+        missed = positive & (noisy[:, k] == 0)
+        assert missed.sum() == round(0.25 * positive.sum())
+        assert flips[k].rho_10 == pytest.approx(0.25, abs=1 / positive.sum()) and flips[k].rho_01 == 0
+        # every missed positive is weaker than every kept one (an independent check of "nearest the threshold")
+        assert intensities[missed, k].max() <= intensities[positive & ~missed, k].min()
+    again, _ = apply_label_noise(labels, NoiseSpec.parse("weak_intensity:0.25"), seed=0, intensities=intensities)
+    assert np.array_equal(noisy, again)
+
+
+def test_weak_intensity_noise_refuses_data_without_intensities():
+    labels = np.array([[1, 0], [0, 1], [1, 1]], dtype=np.int8)
+    with pytest.raises(NoiseNeedsData, match="needs the frames' intensities"):
+        apply_label_noise(labels, NoiseSpec.parse("weak_intensity:0.2"), seed=0)
+    no_intensity = np.full(labels.shape, np.nan, np.float32)
+    with pytest.raises(NoiseNeedsData, match="AU column 0 has positives without one"):
+        apply_label_noise(labels, NoiseSpec.parse("weak_intensity:0.2"), seed=0, intensities=no_intensity)

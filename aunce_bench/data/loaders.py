@@ -25,23 +25,26 @@ KEY_COLUMNS = ("subject", "sequence", "frame", "pose_bin")
 
 @dataclass
 class FrameSet:
-    """Decoded frames of some subjects: images uint8 [N, 3, S, S], labels int8 [N, K] (-1 missing)."""
+    """Decoded frames of some subjects: images uint8 [N, 3, S, S], labels int8 [N, K] (-1 missing) and, where
+    the data has them, the true AU intensities float32 [N, K] (NaN where unknown)."""
 
     images: torch.Tensor
     labels: np.ndarray
     keys: dict[str, np.ndarray] = field(default_factory=dict)
+    intensities: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def with_labels(self, labels: np.ndarray) -> "FrameSet":
-        return FrameSet(self.images, labels, self.keys)
+        return FrameSet(self.images, labels, self.keys, self.intensities)
 
     def subset(self, rows: np.ndarray) -> "FrameSet":
         """The frames at `rows` (indices or a boolean mask)."""
         rows = np.flatnonzero(rows) if rows.dtype == bool else rows
         return FrameSet(self.images[torch.from_numpy(rows)], self.labels[rows],
-                        {name: values[rows] for name, values in self.keys.items()})
+                        {name: values[rows] for name, values in self.keys.items()},
+                        None if self.intensities is None else self.intensities[rows])
 
 
 @lru_cache(maxsize=4)
@@ -103,17 +106,21 @@ def load_frames(folder: Path, subjects: list[str], aus: list[int], *, frame_stri
 
     `frame_stride`, `image_size` and `pose_bins` select and resize frames (see `_decoded`); with
     `occurrence_threshold`, AUs whose intensities the index stores are labelled intensity >= threshold.
+    The intensities of AUs the index has none for are NaN.
     """
     images, labels, intensities, keys, index = _decoded(str(folder), frame_stride, image_size,
                                                         None if pose_bins is None else tuple(pose_bins))
-    columns = []
+    columns, levels = [], []
     for au in aus:
+        level = (intensities[:, index.intensity_aus.index(au)].astype(np.float32) if au in index.intensity_aus
+                 else np.full(len(labels), np.nan, np.float32))
+        levels.append(np.where(level < 0, np.nan, level))
         if occurrence_threshold is not None and au in index.intensity_aus:
-            level = intensities[:, index.intensity_aus.index(au)]
             columns.append(np.where(level < 0, MISSING_LABEL, level >= occurrence_threshold).astype(np.int8))
         else:
             columns.append(labels[:, index.aus.index(au)])
-    return FrameSet(images, np.stack(columns, axis=1), keys).subset(np.isin(keys["subject"], subjects))
+    frames = FrameSet(images, np.stack(columns, axis=1), keys, np.stack(levels, axis=1))
+    return frames.subset(np.isin(keys["subject"], subjects))
 
 
 def batch_indices(count: int, batch_size: int, generator: torch.Generator, shuffle: bool = True,

@@ -6,9 +6,10 @@ reports the achieved flip rates per AU. Noise is meant for training labels only;
 
 To add a model, write a function (rate, base_rates) -> (rho_10, rho_01), where base_rates [K] are the clean
 labels' positive rates per AU, and decorate it with `@register_noise_model("name")`;
-`NoiseSpec.parse("name:0.2")` then accepts it. A model that moves labels along time instead (`boundary`) is a
-function (rate, labels, sequence_rows, rng) -> noisy labels, registered with `per_sequence=True`; it is given
-the row indices of each sequence in frame order.
+`NoiseSpec.parse("name:0.2")` then accepts it. A model that needs more than the labels is a function
+(rate, labels, context, rng) -> noisy labels, registered with `needs=`: "sequences" (`boundary`: the row
+indices of each sequence in frame order) or "intensities" (`weak_intensity`: the true AU intensities [N, K],
+NaN where unknown).
 """
 
 from __future__ import annotations
@@ -24,21 +25,28 @@ MISSING_LABEL = -1
 CLEAN = "none"
 
 NoiseModel = Callable[[float, np.ndarray], tuple[np.ndarray, np.ndarray]]
-SequenceNoiseModel = Callable[[float, np.ndarray, list[np.ndarray], np.random.Generator], np.ndarray]
-NOISE_MODELS: dict[str, NoiseModel | SequenceNoiseModel] = {}
-PER_SEQUENCE: set[str] = set()  # models that need each sequence's frames in order
+ContextNoiseModel = Callable[[float, np.ndarray, object, np.random.Generator], np.ndarray]
+NOISE_MODELS: dict[str, NoiseModel | ContextNoiseModel] = {}
+CONTEXTS = ("sequences", "intensities")
+NEEDS: dict[str, str] = {}  # model name -> the context it needs beside the labels
 
 
-def register_noise_model(name: str, per_sequence: bool = False) -> Callable:
+class NoiseNeedsData(ValueError):
+    """The training data lack what a noise model needs (e.g. AU intensities)."""
+
+
+def register_noise_model(name: str, needs: str | None = None) -> Callable:
     """Decorator adding a noise model under `name`: (rate, base_rates [K]) -> (rho_10 [K], rho_01 [K]), or
-    with `per_sequence` (rate, labels [N, K], rows of each sequence in frame order, rng) -> noisy labels."""
+    with `needs` (one of CONTEXTS) (rate, labels [N, K], that context, rng) -> noisy labels."""
+    if needs is not None and needs not in CONTEXTS:
+        raise ValueError(f"needs must be one of {CONTEXTS}, got {needs!r}")
 
     def register(model):
         if name == CLEAN or name in NOISE_MODELS:
             raise ValueError(f"noise model name {name!r} is reserved or already registered")
         NOISE_MODELS[name] = model
-        if per_sequence:
-            PER_SEQUENCE.add(name)
+        if needs is not None:
+            NEEDS[name] = needs
         return model
 
     return register
@@ -66,7 +74,7 @@ def asymmetric(rate: float, base_rates: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.full(len(b), rate), rho_01
 
 
-@register_noise_model("boundary", per_sequence=True)
+@register_noise_model("boundary", needs="sequences")
 def boundary(rate: float, labels: np.ndarray, sequences: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
     """Annotator timing errors: the onset and the offset of every episode (a run of positive frames of an AU
     within a sequence) move independently by a uniform whole number of frames in [-r, r], r = round(rate x the
@@ -85,6 +93,25 @@ def boundary(rate: float, labels: np.ndarray, sequences: list[np.ndarray], rng: 
                 offset = np.clip(end + rng.integers(-reach, reach + 1), 0, len(labelled))
                 shifted[onset:offset] = 1
             noisy[labelled, k] = shifted
+    return noisy
+
+
+@register_noise_model("weak_intensity", needs="intensities")
+def weak_intensity(rate: float, labels: np.ndarray, intensities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Missed subtle AUs: per AU, the share `rate` of its positives whose true intensity is nearest the occurrence
+    threshold (the lowest among the positives) flip to 0; ties are broken at random. Needs the intensities of
+    every AU with positives (SynthAU's true ones, DISFA's coded ones)."""
+    noisy = labels.copy()
+    for k in range(labels.shape[1]):
+        positives = np.flatnonzero(labels[:, k] == 1)
+        if not len(positives):
+            continue
+        level = intensities[positives, k]
+        if np.isnan(level).any():
+            raise NoiseNeedsData(f"weak_intensity noise needs the intensity of every positive label, and AU column "
+                                 f"{k} has positives without one")
+        order = np.lexsort((rng.random(len(positives)), level))  # weakest first, random among equals
+        noisy[positives[order[:int(round(rate * len(positives)))]], k] = 0
     return noisy
 
 
@@ -158,23 +185,25 @@ class FlipRates:
     n_flipped: int
 
 
-def apply_label_noise(labels: np.ndarray, spec: NoiseSpec, seed: int,
-                      sequences: list[np.ndarray] | None = None) -> tuple[np.ndarray, dict[int, FlipRates]]:
+def apply_label_noise(labels: np.ndarray, spec: NoiseSpec, seed: int, sequences: list[np.ndarray] | None = None,
+                      intensities: np.ndarray | None = None) -> tuple[np.ndarray, dict[int, FlipRates]]:
     """Return noisy labels (a new array) and the achieved flip rates per AU column.
 
     `labels` is [N, K] with 1 present, 0 absent, -1 missing; missing entries never change. Under a flip-rate
-    model each known label flips independently with its AU's rho_10 (if 1) or rho_01 (if 0); a per-sequence
-    model needs `sequences` (`sequence_rows`). Draws come from np.random.default_rng(seed).
+    model each known label flips independently with its AU's rho_10 (if 1) or rho_01 (if 0); the other models
+    get what they need: `sequences` (`sequence_rows`) or `intensities` [N, K] (NaN where unknown); without it
+    they raise NoiseNeedsData. Draws come from np.random.default_rng(seed).
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"labels must be 2-D [frames, AUs], got shape {labels.shape}")
     noisy = labels.copy()
     n_aus = labels.shape[1]
-    if spec.kind in PER_SEQUENCE:
-        if sequences is None:
-            raise ValueError(f"{spec.kind} noise needs the frames' sequences and frame numbers")
-        noisy = NOISE_MODELS[spec.kind](spec.rate, labels, sequences, np.random.default_rng(seed))
+    if spec.kind in NEEDS and not spec.is_clean:
+        context = {"sequences": sequences, "intensities": intensities}[NEEDS[spec.kind]]
+        if context is None:
+            raise NoiseNeedsData(f"{spec.kind} noise needs the frames' {NEEDS[spec.kind]}, which this data lacks")
+        noisy = NOISE_MODELS[spec.kind](spec.rate, labels, context, np.random.default_rng(seed))
     elif not spec.is_clean:
         known = labels >= 0
         base_rates = np.array([(labels[known[:, k], k] == 1).mean() if known[:, k].any() else np.nan
