@@ -277,10 +277,26 @@ class ReportedResult(Strict):
     mean: float
 
 
+# What a method is, for the report's family column and filter (DESIGN s5): presentation metadata, outside the run id.
+FAMILIES = ("supervised", "noise-robust", "contrastive", "ablation", "floor", "sweep", "other")
+# MethodSpec fields that describe a run without changing what it computes: left out of the run id, so that a
+# stored run stays done when they are added or edited.
+DESCRIPTIVE_METHOD_FIELDS = ("family", "sweep_of")
+
+
+class SweepPoint(Strict):
+    """Where a swept method comes from: the base method and the parameter values of this point (dotted paths)."""
+
+    method: str
+    params: dict[str, Any]
+
+
 class MethodSpec(Strict):
     name: str
     description: str = ""
     citation: str = ""
+    family: Literal["supervised", "noise-robust", "contrastive", "ablation", "floor", "sweep", "other"] = "other"
+    sweep_of: SweepPoint | None = None
     recipe: str
     model: ModelSpec = ModelSpec()
     loss: LossSpec | None = None  # None for recipes that train no encoder (init_linear)
@@ -340,7 +356,8 @@ class RunSpec(Strict):
 
     @property
     def run_id(self) -> str:
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        fields = self.model_dump(mode="json", exclude={"method": set(DESCRIPTIVE_METHOD_FIELDS)})
+        payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
