@@ -1,10 +1,11 @@
 """Method recipes: how a method turns training frames into a predictor.
 
 A recipe composes the training loops; its hyperparameters come from the method YAML. Built in:
-`supervised` (encoder + per-AU classifier, e.g. WCE), `contrastive_probe` (AUNCE: contrastive pretraining,
-then a linear probe on frozen features), `supervised_probe` (supervised encoder, probed the same way:
-isolates the loss from the evaluation protocol) and `frozen_probe` (the same probe on the encoder as
-initialised: the floor any learned representation must beat).
+`supervised` (encoder + per-AU classifier, e.g. WCE), `coteaching` (two such classifiers teaching each other),
+`contrastive_probe` (AUNCE and the contrastive baselines: contrastive pretraining, then a linear probe on frozen
+features), `supervised_probe` (supervised encoder, probed the same way: isolates the loss from the evaluation
+protocol) and `frozen_probe` (the same probe on the encoder as initialised: the floor any learned
+representation must beat).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from torch import nn
 from aunce_bench.data.loaders import FrameSet
 from aunce_bench.models import AUEncoder, PerAULinear
 from aunce_bench.models.init import load_backbone
-from aunce_bench.registry import CONTRASTIVE_LOSSES, SUPERVISED_LOSSES, loss, register_recipe
+from aunce_bench.registry import CONTRASTIVE_LOSSES, PAIR_LOSSES, SUPERVISED_LOSSES, loss, register_recipe
 from aunce_bench.specs import RunSpec
 from aunce_bench.training.common import TrainContext
+from aunce_bench.training.coteaching import train_coteaching
 from aunce_bench.training.contrastive import pretrain_contrastive
 from aunce_bench.training.probe import extract_features, probe_probabilities, recalibrate_batchnorm, train_probe
 from aunce_bench.training.supervised import predict_logits, train_supervised
@@ -35,10 +37,14 @@ class Recipe(ABC):
 
     def __init__(self, run: RunSpec, ctx: TrainContext):
         self.run, self.ctx = run, ctx
-        model = run.method.model
-        backbone, self.init_provenance = load_backbone(model.backbone, run.init, run.crop_size, ctx.device,
-                                                       ctx.progress)
-        self.encoder = AUEncoder(backbone, len(run.aus), model.dim or backbone.num_features, graph=model.graph)
+        self.encoder = self.new_encoder()
+
+    def new_encoder(self) -> AUEncoder:
+        """An AU encoder on the run's backbone, as initialised (its AU blocks and graph freshly drawn)."""
+        model = self.run.method.model
+        backbone, self.init_provenance = load_backbone(model.backbone, self.run.init, self.run.crop_size,
+                                                       self.ctx.device, self.ctx.progress)
+        return AUEncoder(backbone, len(self.run.aus), model.dim or backbone.num_features, graph=model.graph)
 
     @abstractmethod
     def fit(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
@@ -65,13 +71,32 @@ class Supervised(Recipe):
         self.model = _Classifier(self.encoder, PerAULinear(len(run.aus), self.encoder.dim, 1))
 
     def fit(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
-        spec = self.run.method.train
-        info = train_supervised(self.model, train, val, spec, loss(self.run.method.loss, SUPERVISED_LOSSES),
-                                self.run.crop_size, self.run.decision_threshold, self.ctx)
+        spec, loss_spec = self.run.method.train, self.run.method.loss
+        loss_fn = loss(loss_spec, SUPERVISED_LOSSES)
+        if getattr(SUPERVISED_LOSSES[loss_spec.name], "per_frame", False):  # state per training frame (ELR)
+            loss_fn = loss_fn(len(train), len(self.run.aus))
+        info = train_supervised(self.model, train, val, spec, loss_fn, self.run.crop_size,
+                                self.run.decision_threshold, self.ctx)
         return {**info, "images_seen": len(train) // spec.batch_size * spec.batch_size * spec.epochs}
 
     def predict_proba(self, frames: FrameSet) -> np.ndarray:
         return torch.sigmoid(predict_logits(self.model, frames, self.run.crop_size, self.ctx.device)).numpy()
+
+
+@register_recipe("coteaching")
+class CoTeaching(Supervised):
+    """Two supervised classifiers (same backbone init, AU blocks and heads drawn apart) trained by co-teaching;
+    the first is evaluated. Twice the training compute of `supervised`."""
+
+    def __init__(self, run: RunSpec, ctx: TrainContext):
+        super().__init__(run, ctx)
+        self.peer = _Classifier(self.new_encoder(), PerAULinear(len(run.aus), self.encoder.dim, 1))
+
+    def fit(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
+        spec = self.run.method.train
+        info = train_coteaching(self.model, self.peer, train, val, spec, loss(self.run.method.loss, PAIR_LOSSES),
+                                self.run.crop_size, self.run.decision_threshold, self.ctx)
+        return {**info, "images_seen": 2 * (len(train) // spec.batch_size) * spec.batch_size * spec.epochs}
 
 
 class _LinearProbe:

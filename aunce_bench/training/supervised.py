@@ -52,7 +52,8 @@ def train_supervised(model: nn.Module, train: FrameSet, val: FrameSet | None, sp
         for step, index in enumerate(batch_indices(len(train), spec.batch_size, ctx.generator, drop_last=True)):
             images = augment(train.images[index].to(device))
             labels = torch.from_numpy(train.labels[index.numpy()]).to(device)
-            loss = loss_fn(model(images), labels, weights)
+            extra = {"index": index} if getattr(loss_fn, "per_frame", False) else {}  # stateful losses (ELR)
+            loss = loss_fn(model(images), labels, weights, **extra)
             losses.append(optimisation_step(loss, optimizer, scheduler, "supervised training", epoch, step))
             ctx.progress.batch(losses[-1])
         summary = {"loss": float(np.mean(losses))}

@@ -1,0 +1,64 @@
+"""Co-teaching (Han et al. 2018): two supervised AU classifiers trained together, each on the entries its peer
+finds easiest (`losses.noise_robust.coteaching`); the first network is the one evaluated and selected."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from aunce_bench.data.loaders import FrameSet, batch_indices, supervised_transform
+from aunce_bench.losses import class_weights
+from aunce_bench.models.backbones import input_normalisation
+from aunce_bench.specs import OptimSpec
+from aunce_bench.training.common import (BestState, TrainContext, ensure_finite, make_optimizer, make_scheduler)
+from aunce_bench.training.supervised import predict_logits, validation_f1
+
+# (logits_a, logits_b, labels, weights, epoch) -> (loss_a, loss_b)
+PairLoss = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def train_coteaching(model_a: nn.Module, model_b: nn.Module, train: FrameSet, val: FrameSet | None, spec: OptimSpec,
+                     loss_fn: PairLoss, crop: int, threshold: float, ctx: TrainContext) -> dict[str, float]:
+    """Train both models (images -> logits [B, K]) on the same augmented batches, each with its own optimiser;
+    with `val`, keep the epoch where model_a has the best validation mean F1 (both models' weights)."""
+    device = ctx.device
+    models = (model_a.to(device), model_b.to(device))
+    weights = class_weights(train.labels).to(device)
+    augment = supervised_transform(crop, *input_normalisation(model_a)).to(device)
+    steps = len(train) // spec.batch_size
+    optimizers = [make_optimizer(model.parameters(), spec) for model in models]
+    schedulers = [make_scheduler(optimizer, spec, steps) for optimizer in optimizers]
+    best = BestState(*models)
+    ctx.progress.stage("co-teaching", spec.epochs, steps)
+    epoch_losses = []
+    for epoch in range(spec.epochs):
+        for model in models:
+            model.train()
+        losses = []
+        for step, index in enumerate(batch_indices(len(train), spec.batch_size, ctx.generator, drop_last=True)):
+            images = augment(train.images[index].to(device))
+            labels = torch.from_numpy(train.labels[index.numpy()]).to(device)
+            loss_a, loss_b = loss_fn(model_a(images), model_b(images), labels, weights, epoch)
+            for loss in (loss_a, loss_b):
+                ensure_finite(loss, "co-teaching", epoch, step)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            (loss_a + loss_b).backward()  # the two networks share no parameter: each gets its own loss's gradient
+            for optimizer, scheduler in zip(optimizers, schedulers):
+                optimizer.step()
+                scheduler.step()
+            losses.append(loss_a.item())
+            ctx.progress.batch(losses[-1])
+        summary = {"loss": float(np.mean(losses))}
+        epoch_losses.append(summary["loss"])
+        if val is not None:
+            probabilities = torch.sigmoid(predict_logits(model_a, val, crop, device)).numpy()
+            summary["val_f1"] = validation_f1(probabilities, val.labels, threshold)
+            best.offer(summary["val_f1"], epoch)
+        ctx.progress.epoch(epoch, summary)
+    best.restore()
+    return {"selected_epoch": (best.epoch if val is not None else spec.epochs - 1) + 1,
+            "first_loss": epoch_losses[0], "final_loss": epoch_losses[-1]}
