@@ -281,7 +281,7 @@ class ReportedResult(Strict):
 FAMILIES = ("supervised", "noise-robust", "contrastive", "ablation", "floor", "sweep", "other")
 # MethodSpec fields that describe a run without changing what it computes: left out of the run id, so that a
 # stored run stays done when they are added or edited.
-DESCRIPTIVE_METHOD_FIELDS = ("family", "sweep_of")
+DESCRIPTIVE_METHOD_FIELDS = ("family", "ablation_of", "sweep_of")
 
 
 class SweepPoint(Strict):
@@ -296,6 +296,8 @@ class MethodSpec(Strict):
     description: str = ""
     citation: str = ""
     family: Literal["supervised", "noise-robust", "contrastive", "ablation", "floor", "sweep", "other"] = "other"
+    ablation_of: str | None = Field(None, description="the method whose mechanism this ablation removes (the "
+                                    "report lists its rows under that method's)")
     sweep_of: SweepPoint | None = None
     recipe: str
     model: ModelSpec = ModelSpec()

@@ -25,8 +25,8 @@ from aunce_bench.errors import UserError
 from aunce_bench.metrics import MISSING_LABEL, chance_au_f1, summarise
 from aunce_bench.report.bootstrap import RESAMPLES, Interval, paired_difference, subject_counts
 from aunce_bench.results import ResultStore, column_array
-from aunce_bench.specs import (OPTIMISTIC_SELECTIONS, PaperReference, list_methods, list_protocols, load_method,
-                               load_protocol)
+from aunce_bench.specs import (FAMILIES, OPTIMISTIC_SELECTIONS, PaperReference, list_methods, list_protocols,
+                               load_method, load_protocol)
 
 LEGACY_SELECTIONS = {"official": "last_epoch"}  # the name stores written before test_fold existed used
 POSE_GROUP = re.compile(r"pose:yaw([+-]?\d+)_pitch([+-]?\d+)")
@@ -152,6 +152,8 @@ class MethodRow:
     f1: Stat
     per_au: dict[str, float | None]
     machines: list[str] = field(default_factory=list)  # distinct devices (with thread counts) of the runs
+    family: str = "other"  # the method's family (MethodSpec.family)
+    parent: str | None = None  # the method this row is an ablation or sweep point of
     rank: int = 0
     significance: Interval | None = None  # difference to the best ranked row; None for that row itself
 
@@ -193,6 +195,34 @@ class Leaderboard:
                 f"({'; '.join(row.machines)}); numbers differ slightly across devices and thread counts"
                 for row in self.rows if len(row.machines) > 1]
 
+    @property
+    def grouped_rows(self) -> list[MethodRow]:
+        """The rows in rank order, except that ablations and sweep points follow the first row of the method they
+        derive from (when it is on this board), so that they read as a group under it."""
+        present = {row.method for row in self.rows}
+        children = defaultdict(list)
+        for row in self.rows:
+            if row.parent in present and row.parent != row.method:
+                children[row.parent].append(row)
+        ordered, placed = [], set()
+
+        def place(row: MethodRow) -> None:
+            ordered.append(row)
+            if row.method not in placed:
+                placed.add(row.method)
+                for child in children[row.method]:
+                    place(child)
+
+        for row in self.rows:
+            if row.parent not in present or row.parent == row.method:
+                place(row)
+        return ordered + [row for row in self.rows if not any(row is other for other in ordered)]
+
+    @property
+    def families(self) -> list[str]:
+        """The families of the rows, in FAMILIES order (the report's filter)."""
+        return [family for family in FAMILIES if any(row.family == family for row in self.rows)]
+
     def best(self, column: str) -> float | None:
         """The highest value of a column ("mean" or an AU) among ranked rows, which the page marks; None where
         no value beats another (one row, or every row equal, e.g. all 0). Rows tied at the top are all best."""
@@ -211,7 +241,8 @@ class Leaderboard:
             "protocol": self.setting.protocol, "budget": self.setting.budget, "test": self.setting.test,
             "init": self.setting.init, "cross_dataset": self.setting.cross, "aus": self.aus, "decision_threshold": self.decision_threshold,
             "occurrence_threshold": self.setting.occurrence_threshold, "noise": self.setting.noise,
-            "rows": [{"rank": row.rank or None, "method": row.method, "selection": row.selection,
+            "rows": [{"rank": row.rank or None, "method": row.method, "family": row.family, "parent": row.parent,
+                      "selection": row.selection,
                       "optimistic": row.optimistic, "runs": row.f1.n, "mean_f1": row.f1.mean,
                       "std_f1": row.f1.std, "per_au_f1": row.per_au, "difference_to_best": interval(row.significance),
                       "run_ids": row.run_ids, "machines": row.machines} for row in self.rows],
@@ -328,6 +359,27 @@ class _Counts:
         return self.cache[key]
 
 
+def _defined_family(method: str) -> tuple[str, str | None]:
+    """(family, ablation_of) of the method YAML of that name on the search path, for runs stored before methods
+    had families; ("other", None) when there is none."""
+    if method not in list_methods():
+        return "other", None
+    try:
+        spec = load_method(method)
+    except UserError:
+        return "other", None
+    return spec.family, spec.ablation_of
+
+
+def method_family(run: dict) -> tuple[str, str | None]:
+    """(family, parent) of a stored run's method: the family its spec recorded, and the method it is an ablation
+    or a sweep point of."""
+    method = run["spec"]["method"]
+    if "family" not in method:
+        return _defined_family(method["name"])
+    return method["family"], method.get("ablation_of") or (method.get("sweep_of") or {}).get("method")
+
+
 def _significance(row_runs: list[dict], best_runs: list[dict], aus: list[str], counts: _Counts,
                   resamples: int) -> Interval | None:
     """Paired bootstrap of (method - best), runs paired by fold and seed; None without a pair."""
@@ -358,7 +410,7 @@ def leaderboards(runs: list[dict], store: ResultStore, resamples: int = RESAMPLE
         rows = _rank([
             MethodRow(method, selection, [r["run_id"] for r in row_runs], Stat.of(r["mean_f1"] for r in row_runs),
                       {au: Stat.of(r["per_au_f1"].get(au) for r in row_runs).mean for au in aus},
-                      sorted({_machine(r) for r in row_runs}))
+                      sorted({_machine(r) for r in row_runs}), *method_family(row_runs[-1]))
             for (method, selection), row_runs in by_row.items()
         ])
         best = rows[0]

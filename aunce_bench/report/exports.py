@@ -67,8 +67,8 @@ def format_runs(runs: list[dict], fmt: str) -> str:
 
 
 _SETTING_FIELDS = ("protocol", "budget", "test", "init", "decision_threshold", "occurrence_threshold", "noise")
-_BOARD_FIELDS = (*_SETTING_FIELDS, "kind", "rank", "method", "selection", "optimistic", "source", "runs", "mean_f1",
-                 "std_f1", "difference_to_best", "ci_low", "ci_high", "measured_minus_reported")
+_BOARD_FIELDS = (*_SETTING_FIELDS, "kind", "rank", "method", "family", "selection", "optimistic", "source", "runs",
+                 "mean_f1", "std_f1", "difference_to_best", "ci_low", "ci_high", "measured_minus_reported")
 
 
 def board_rows(board: Leaderboard) -> list[dict]:
@@ -77,7 +77,8 @@ def board_rows(board: Leaderboard) -> list[dict]:
     rows = []
     for row in board.rows:
         interval = row.significance
-        rows.append({**setting, "kind": "measured", "rank": row.rank or None, "method": row.method,
+        family = f"{row.family} of {row.parent}" if row.parent else row.family
+        rows.append({**setting, "kind": "measured", "rank": row.rank or None, "method": row.method, "family": family,
                      "selection": row.selection, "optimistic": row.optimistic, "runs": row.f1.n,
                      "mean_f1": row.f1.mean, "std_f1": row.f1.std,
                      **({"difference_to_best": interval.difference, "ci_low": interval.low, "ci_high": interval.high}

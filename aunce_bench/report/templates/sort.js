@@ -23,3 +23,14 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
     });
   });
 });
+
+// Show one method family of a leaderboard (radio buttons above it), or all; chance and reported rows stay.
+document.querySelectorAll("p.family-filter").forEach(function (filter) {
+  var table = filter.nextElementSibling.querySelector("table");
+  filter.addEventListener("change", function (event) {
+    var family = event.target.value;
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+      row.hidden = family !== "" && row.dataset.family !== family;
+    });
+  });
+});
