@@ -165,6 +165,9 @@ def run(
     data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     redo: Annotated[bool, typer.Option("--redo", help="run again runs already done (replacing their results)")] = False,
+    keep_embeddings: Annotated[bool, typer.Option(
+        "--keep-embeddings", help="also store the trained encoder's test-set embeddings for `aunce-bench diagnose` "
+                                  "(redoes done runs that lack them)")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="print the traceback of each failed run")] = False,
 ) -> None:
     """Run a method on a protocol, fold by fold and seed by seed, and store the results."""
@@ -184,7 +187,7 @@ def run(
         runs = plan_runs(method_spec, protocol_spec, budget, _int_list(folds, "--folds"),
                          _int_list(seeds, "--seeds") or [0], parse_noise(noise), data_root, selection, _init(init))
         store = ResultStore(_db_path(db))
-        outcomes = _execute(runs, store, torch_device, data_root, redo)
+        outcomes = _execute(runs, store, torch_device, data_root, redo, keep_embeddings)
         print_run_summary(console, method_spec.name, protocol_spec.name, budget, outcomes)
         _finish(outcomes, debug)
 
@@ -201,16 +204,18 @@ def _check_selection(selection: str | None) -> None:
         raise UserError(f"invalid --selection: '{selection}'; choose {', '.join(SELECTIONS)}")
 
 
-def _execute(runs, store, device, data_root, redo=False):
+def _execute(runs, store, device, data_root, redo=False, keep_embeddings=False):
     """Run what is not done yet, with progress bars; skipped runs are said so."""
     from aunce_bench.console import RichProgress
     from aunce_bench.launch import execute
 
     def skipped(r, reason):
-        console.print(f"{reason}, skipping: {r.method.name} {r.fold_name} seed {r.seed} noise {r.noise} ({r.run_id})")
+        console.print(f"{reason}, skipping: {r.method.name} {r.fold_name} seed {r.seed} noise {r.noise} ({r.run_id})",
+                      markup=False)  # names may hold brackets, e.g. sweep points
 
     with RichProgress(console, total_runs=len(runs)) as progress:
-        return execute(runs, store, device, progress, on_skip=skipped, root=data_root, redo=redo)
+        return execute(runs, store, device, progress, on_skip=skipped, root=data_root, redo=redo,
+                       keep_embeddings=keep_embeddings)
 
 
 def _finish(outcomes, debug: bool) -> None:
@@ -362,6 +367,108 @@ def results_page(
         console.print(f"wrote {out} ({len(text.splitlines())} lines)")
 
 
+_PARAM_HELP = ("PATH=VALUES, repeatable: a method field (loss.temperature, train.lr, probe.epochs, model.dim) and "
+               "its values, e.g. loss.temperature=0.05,0.1,0.5 (the grid is every combination); with --random also "
+               "ranges LOW:HIGH (uniform) or LOW:HIGH:log (log-uniform)")
+
+
+@app.command()
+def sweep(
+    method: Annotated[str, typer.Option(help="base method name or path to a method YAML")],
+    protocol: Annotated[str, typer.Option(help="protocol name or path to a protocol YAML")],
+    param: Annotated[Optional[list[str]], typer.Option("--param", help=_PARAM_HELP)] = None,
+    random_draws: Annotated[Optional[int], typer.Option(
+        "--random", help="draw N points from the --param ranges and lists instead of the grid")] = None,
+    sweep_seed: Annotated[Optional[int], typer.Option(help="seed of the --random draws (default 0)")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="use the protocol's quick budget (smoke test)")] = False,
+    budget: Annotated[Optional[str], typer.Option(
+        help="quick, standard or full (default: standard, or full where the protocol has no standard)")] = None,
+    folds: Annotated[Optional[str], typer.Option(help="folds to run, e.g. 1,2 (default: all)")] = None,
+    seeds: Annotated[str, typer.Option(help="seeds, e.g. 0,1")] = "0",
+    selection: Annotated[Optional[str], typer.Option(help=_SELECTION_HELP)] = None,
+    init: Annotated[Optional[str], typer.Option(help=_INIT_HELP)] = None,
+    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    out: Annotated[Path, typer.Option(help="output folder of the plot (PNG) and tables (HTML)")] = Path("reports"),
+    data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    debug: Annotated[bool, typer.Option("--debug", help="print the traceback of each failed run")] = False,
+) -> None:
+    """Run a method at each point of a parameter grid or random draw (reusing stored runs), then tabulate and plot
+    mean F1 per parameter value."""
+    from aunce_bench.data.noise import CLEAN, NoiseSpec
+    from aunce_bench.paths import check_writable
+    from aunce_bench.protocols import plan_runs
+    from aunce_bench.report import plots
+    from aunce_bench.report.build import sweep_page
+    from aunce_bench.report.sensitivity import sensitivities
+    from aunce_bench.results import ResultStore
+    from aunce_bench.specs import BUDGETS, load_method, load_protocol
+    from aunce_bench.sweep import grid_points, parse_params, random_points, sweep_methods
+
+    with _user_errors():
+        budget = "quick" if quick else budget
+        if budget is not None and budget not in BUDGETS:
+            raise UserError(f"invalid --budget: '{budget}'; choose one of: {', '.join(BUDGETS)}")
+        if sweep_seed is not None and random_draws is None:
+            raise UserError("invalid --sweep-seed: it seeds --random N; a grid sweep draws nothing")
+        _check_selection(selection)
+        params = parse_params(param or [], random=random_draws is not None)
+        points = grid_points(params) if random_draws is None else random_points(params, random_draws, sweep_seed or 0)
+        method_spec, protocol_spec = load_method(method), load_protocol(protocol)
+        budget = budget or protocol_spec.default_budget
+        torch_device = _torch_device(device)
+        point_specs = sweep_methods(method_spec, protocol_spec, budget, params, points, _init(init))
+        check_writable(out)
+        runs = [run for point in point_specs
+                for run in plan_runs(point, protocol_spec, budget, _int_list(folds, "--folds"),
+                                     _int_list(seeds, "--seeds") or [0], NoiseSpec(CLEAN, 0.0), data_root, selection,
+                                     _init(init))]
+        console.print(f"{len(point_specs)} point(s) x {len(runs) // len(point_specs)} run(s): "
+                      + ", ".join(point.name for point in point_specs), markup=False)
+        store = ResultStore(_db_path(db))
+        outcomes = _execute(runs, store, torch_device, data_root)
+        planned = {run.run_id for run in runs}
+        stored = [run for run in store.runs(protocol=protocol_spec.name)
+                  if run["run_id"] in planned or run["method"] == method_spec.name]  # the points, the base's runs
+        results = sensitivities(stored)
+        if results:
+            stem = out / _file_name(f"sweep_{protocol_spec.name}_{budget}_{method_spec.name}")
+            html, figure = sweep_page(results, protocol_spec.name, budget)
+            stem.with_suffix(".html").write_text(html)
+            plots.save_png(figure, stem.with_suffix(".png"))
+            for result in results:
+                for table in _sensitivity_tables(result):
+                    console.print(table)
+            console.print(f"wrote {stem.with_suffix('.html')} and {stem.with_suffix('.png')}")
+        _finish(outcomes, debug)
+
+
+def _sensitivity_tables(sweep) -> list[Table]:
+    """Rich tables of a sweep: per parameter (value, points, runs, mean F1, interval), then per point."""
+    from rich.markup import escape
+
+    base = sweep.reference
+    reference = (f"base method {sweep.label}: " + ("no runs stored on these folds and seeds" if base is None else
+                 f"{base.mean:.3f}{' ' + base.interval_text() if base.kind else ''} over {base.runs} run(s)"))
+    tables = []
+    for marginal in sweep.marginals:
+        table = Table(title=escape(f"mean F1 per {marginal.path} ({sweep.label}, {sweep.setting.title})"),
+                      caption=escape(reference))
+        for column in (marginal.path, "points", "runs", "mean F1", "interval"):
+            table.add_column(column, justify="left" if column in (marginal.path, "interval") else "right")
+        for label, estimate in zip(marginal.labels, marginal.f1):
+            table.add_row(escape(label), str(estimate.points), str(estimate.runs), f"{estimate.mean:.3f}",
+                          estimate.interval_text())
+        tables.append(table)
+    table = Table(title=escape(f"mean F1 per point ({sweep.label}, {sweep.setting.title})"))
+    for column in ("point", *sweep.params, "runs", "mean F1", "interval"):
+        table.add_column(column, justify="right" if column in ("runs", "mean F1") else "left")
+    for point in sweep.points:
+        table.add_row(escape(point.name), *(escape(point.labels[path]) for path in sweep.params), str(point.f1.runs),
+                      f"{point.f1.mean:.3f}", point.f1.interval_text())
+    return [*tables, table]
+
+
 @app.command()
 def report(
     db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
@@ -403,7 +510,8 @@ def _levels(text: str) -> list[float]:
 def noise_curve(
     methods: Annotated[str, typer.Option(help="comma-separated method names or YAML paths, e.g. aunce,wce")],
     protocol: Annotated[str, typer.Option(help="protocol name or path to a protocol YAML")],
-    noise_type: Annotated[str, typer.Option(help="label-noise model, e.g. symmetric or missing_positive")],
+    noise_type: Annotated[str, typer.Option(help="label-noise model, e.g. symmetric; several, comma-separated "
+                                            "(e.g. boundary,weak_intensity), are overlaid in one plot")],
     levels: Annotated[str, typer.Option(help="noise rates in [0, 1); 0 is the clean run")] = "0,0.1,0.2,0.4",
     quick: Annotated[bool, typer.Option("--quick", help="use the protocol's quick budget (smoke test)")] = False,
     budget: Annotated[Optional[str], typer.Option(
@@ -432,9 +540,11 @@ def noise_curve(
         budget = "quick" if quick else budget
         if budget is not None and budget not in BUDGETS:
             raise UserError(f"invalid --budget: '{budget}'; choose one of: {', '.join(BUDGETS)}")
-        if noise_type not in NOISE_MODELS:
-            raise UserError(f"invalid --noise-type: unknown noise type '{noise_type}'; known: "
-                            f"{', '.join(NOISE_MODELS)}")
+        kinds = list(dict.fromkeys(kind.strip() for kind in noise_type.split(",") if kind.strip()))
+        unknown = [kind for kind in kinds if kind not in NOISE_MODELS]
+        if unknown or not kinds:
+            raise UserError(f"invalid --noise-type: unknown noise type '{unknown[0] if unknown else noise_type}'; "
+                            f"known: {', '.join(NOISE_MODELS)}")
         _check_selection(selection)
         rates = _levels(levels)
         method_specs = [load_method(name.strip()) for name in methods.split(",") if name.strip()]
@@ -445,16 +555,17 @@ def noise_curve(
         torch_device = _torch_device(device)
         check_writable(out)
         fold_list, seed_list = _int_list(folds, "--folds"), _int_list(seeds, "--seeds") or [0]
-        runs = [run for method_spec in method_specs for rate in rates
-                for run in plan_runs(method_spec, protocol_spec, budget, fold_list, seed_list,
-                                     NoiseSpec(CLEAN, 0.0) if rate == 0 else NoiseSpec(noise_type, rate), data_root,
+        noises = list(dict.fromkeys(NoiseSpec(CLEAN, 0.0) if rate == 0 else NoiseSpec(kind, rate)
+                                    for kind in kinds for rate in rates))  # the clean runs once
+        runs = [run for method_spec in method_specs for noise in noises
+                for run in plan_runs(method_spec, protocol_spec, budget, fold_list, seed_list, noise, data_root,
                                      selection, _init(init))]
         store = ResultStore(_db_path(db))
         outcomes = _execute(runs, store, torch_device, data_root)
         planned = {run.run_id for run in runs}
         curves = noise_curves([run for run in store.runs(protocol=protocol_spec.name) if run["run_id"] in planned])
         if curves:
-            stem = out / _file_name(f"noise_curve_{protocol_spec.name}_{budget}_{noise_type}")
+            stem = out / _file_name(f"noise_curve_{protocol_spec.name}_{budget}_{'+'.join(kinds)}")
             html, figure = noise_page(curves, plots.method_colours([label for curve in curves for label in curve.points]))
             stem.with_suffix(".html").write_text(html)
             plots.save_png(figure, stem.with_suffix(".png"))
@@ -484,6 +595,76 @@ def _noise_table(curve) -> Table:
     if curve.chance is not None:
         table.add_row("chance (all-positive)", *[f"{curve.chance:.3f}"] * len(curve.levels),
                       *["–"] * (len(curve.levels) - 1), style="italic")
+    return table
+
+
+@app.command()
+def diagnose(
+    run_id: Annotated[Optional[str], typer.Argument(help="a stored run's id ('aunce-bench results' lists them)")] = None,
+    method: Annotated[Optional[str], typer.Option(help="instead of RUN_ID: the run's method (name or YAML path)")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="with --method: the run's protocol (name or YAML path)")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="with --method: the protocol's quick budget")] = False,
+    budget: Annotated[Optional[str], typer.Option(
+        help="with --method: quick, standard or full (default: as 'aunce-bench run')")] = None,
+    fold: Annotated[int, typer.Option(help="with --method: the run's fold")] = 1,
+    seed: Annotated[int, typer.Option(help="with --method: the run's seed")] = 0,
+    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    out: Annotated[Path, typer.Option(help="report folder: writes diagnostics/RUN_ID.html and .png in it")] = Path("reports"),
+    data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
+) -> None:
+    """Diagnose a run's trained encoder from the test-set embeddings kept by 'run --keep-embeddings': per AU,
+    positive- and negative-pair cosine similarity, alignment, uniformity, vMF concentration per class and AUNCE's
+    hard negatives (an HTML page and a PNG)."""
+    import shlex
+
+    from aunce_bench.data.noise import CLEAN, NoiseSpec
+    from aunce_bench.paths import check_writable
+    from aunce_bench.protocols import plan_runs
+    from aunce_bench.report.diagnostics import write_diagnostics
+    from aunce_bench.results import ResultStore
+    from aunce_bench.specs import BUDGETS, load_method, load_protocol
+
+    with _user_errors():
+        if run_id is not None and (method or protocol):
+            raise UserError("give a RUN_ID or --method and --protocol, not both")
+        if run_id is None and not (method and protocol):
+            raise UserError("give a RUN_ID ('aunce-bench results' lists them), or --method and --protocol")
+        path = _stored(db)
+        if run_id is None:
+            budget = "quick" if quick else budget
+            if budget is not None and budget not in BUDGETS:
+                raise UserError(f"invalid --budget: '{budget}'; choose one of: {', '.join(BUDGETS)}")
+            method_spec, protocol_spec = load_method(method), load_protocol(protocol)
+            budget = budget or protocol_spec.default_budget
+            run_id = plan_runs(method_spec, protocol_spec, budget, [fold], [seed], NoiseSpec(CLEAN, 0.0),
+                               data_root)[0].run_id
+            rerun = shlex.join(["aunce-bench", "run", "--method", method, "--protocol", protocol, "--budget", budget,
+                                "--folds", str(fold), "--seeds", str(seed), "--db", str(path), "--keep-embeddings"])
+            with ResultStore(path) as store:
+                if store.status(run_id) is None:
+                    raise UserError(f"no run of {method_spec.name} on {protocol_spec.name} ({budget} budget, fold "
+                                    f"{fold}, seed {seed}, clean labels) in {path}; run `{rerun}`")
+        check_writable(out)
+        with ResultStore(path) as store:
+            page = write_diagnostics(store, run_id, out / "diagnostics", rerun if method else None)
+        console.print(_diagnostics_table(page))
+        console.print(f"wrote {page.html} and {page.png}")
+
+
+def _diagnostics_table(page) -> Table:
+    """Per AU: alignment, uniformity, vMF concentration per class and the shares of hard negatives (a rich table)."""
+    from aunce_bench.report.diagnostics import number
+
+    run = page.run
+    table = Table(title=f"embedding diagnostics: {run['method']} on {run['protocol']}, {run['budget']} budget, fold "
+                        f"{run['fold']}, seed {run['seed']} ({run['run_id']})",
+                  caption=f"κ: vMF concentration per class; hard: share of the negatives of present / absent "
+                          f"anchors that AUNCE weights above 1, with {page.reweighting.source}")
+    for column in ("AU", "frames", "align", "uniform", "κ absent", "κ present", "hard present", "hard absent"):
+        table.add_column(column, justify="left" if column == "AU" else "right")
+    for r in page.results:
+        table.add_row(r.au, str(r.frames), number(r.alignment), number(r.uniformity), number(r.absent.kappa, 1),
+                      number(r.present.kappa, 1), number(r.present.hard_share), number(r.absent.hard_share))
     return table
 
 
@@ -575,11 +756,17 @@ def list_components(
         if what == "datasets":
             for name, description in DATASETS.items():
                 table.add_row(name, description)
-        else:
-            load = load_method if what == "methods" else load_protocol
+        elif what == "methods":
+            table.add_column("family")
             table.add_column("from")
             for item in available(what):
-                table.add_row(item.name, " ".join(load(str(item.path)).description.split()), item.origin)
+                method = load_method(str(item.path))
+                family = f"{method.family} of {method.ablation_of}" if method.ablation_of else method.family
+                table.add_row(item.name, " ".join(method.description.split()), family, item.origin)
+        else:
+            table.add_column("from")
+            for item in available(what):
+                table.add_row(item.name, " ".join(load_protocol(str(item.path)).description.split()), item.origin)
         console.print(table)
         if what != "datasets":
             console.print(f"more {what}: folders on ${SEARCH_PATH_VARIABLE} holding {what}/NAME.yaml, or a YAML path")

@@ -26,13 +26,16 @@ from aunce_bench.data.loaders import FrameSet, load_frames
 from aunce_bench.data.noise import NoiseNeedsData, NoiseSpec, apply_label_noise, sequence_rows
 from aunce_bench.data.prepared import PreparedConfig, data_root, prepared_info
 from aunce_bench.data.synth.generate import SynthConfig, load_or_generate
+from aunce_bench.embeddings import PROVENANCE_KEY, discard_embeddings, embeddings_intact, write_embeddings
 from aunce_bench.errors import UserError
 from aunce_bench.metrics import AUMetrics, au_metrics, chance_f1, grouped_au_metrics, mean_f1
 from aunce_bench.protocols import split_validation
+from aunce_bench.recipes import Recipe
 from aunce_bench.registry import get_recipe
 from aunce_bench.results import ResultStore
 from aunce_bench.specs import RunSpec
 from aunce_bench.training.common import Progress, TrainContext, TrainingDiverged
+from aunce_bench.training.probe import extract_features
 
 
 CHECKOUT = Path(__file__).resolve().parent.parent  # the source checkout, when the package runs from one
@@ -114,9 +117,10 @@ def _metrics_table(metrics: dict[str, dict[str, AUMetrics]]) -> dict[str, dict[s
 
 
 def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress: Progress,
-                root: Path | None = None, redo: bool = False) -> RunOutcome:
+                root: Path | None = None, redo: bool = False, keep_embeddings: bool = False) -> RunOutcome:
     """One run from data to stored metrics; failures are stored with their reason. Prepared datasets are
-    looked up under `root` (see `data_root`); `redo` replaces a done run."""
+    looked up under `root` (see `data_root`); `redo` replaces a done run; `keep_embeddings` also stores the
+    trained encoder's test-set embeddings (see aunce_bench.embeddings), outside the run's wall time."""
     started = time.perf_counter()
     root = data_root(root)
     store.start_run(run.run_id, redo=redo, method=run.method.name, protocol=run.protocol, dataset=_dataset(run.test_data),
@@ -125,6 +129,7 @@ def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress
                                 "device": _device_name(device), "selection": run.selection,
                                 "init": {"init": run.init, "weights": run.init_hash}})
     try:
+        discard_embeddings(store, run.run_id)
         pool = run_frames(run.train_data, run.train_subjects, run.aus, root)
         noise = NoiseSpec.parse(run.noise)
         sequences = sequence_rows(np.char.add(pool.keys["subject"].astype(str), "/" + pool.keys["sequence"].astype(str)),
@@ -160,6 +165,7 @@ def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress
             predictions[f"prob_{name}"] = probabilities[:, column].astype(np.float32)
             predictions[f"label_{name}"] = test.labels[:, column]
         wall_s = time.perf_counter() - started
+        kept = {PROVENANCE_KEY: _keep_embeddings(recipe, test, store, run)} if keep_embeddings else {}
         store.finish_run(
             run.run_id, metrics=_metrics_table(metrics), mean_f1=mean_f1(metrics["all"]),
             chance_f1=chance_f1(test.labels, au_names), wall_s=wall_s, predictions=predictions,
@@ -168,7 +174,8 @@ def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress
                                "train_images_per_s": info.get("images_seen", 0) / max(train_s, 1e-9),
                                "frames": {"train": len(train), "val": 0 if val is None else len(val),
                                           "test": len(test)},
-                               "training": info, "init": {**recipe.init_provenance, "weights": run.init_hash}},
+                               "training": info, "init": {**recipe.init_provenance, "weights": run.init_hash},
+                               **kept},
         )
         per_au = {name: {"f1": m.f1, "auc": m.auc, "precision": m.precision, "recall": m.recall,
                          "train_rate": rate(train.labels[:, k]), "test_rate": rate(test.labels[:, k])}
@@ -216,15 +223,27 @@ def _build_inits(runs: list[RunSpec], device: torch.device, progress: Progress) 
         ensure_synthface(synthface_config(backbone, crop), device, progress)
 
 
-def _kept(store: ResultStore, run: RunSpec, redo: bool) -> bool:
-    """Whether a run is done and stays so: not asked to redo, and its stored predictions are intact."""
-    return store.status(run.run_id) == "done" and not redo and store.predictions_intact(run.run_id)
+def _keep_embeddings(recipe: Recipe, test: FrameSet, store: ResultStore, run: RunSpec) -> dict:
+    """Store the trained encoder's unit per-AU embeddings [N, K, D] of the test frames (eval mode, centre crop,
+    as the predictions); returns the file's provenance record."""
+    features = extract_features(recipe.encoder, test, run.crop_size, recipe.ctx.device)
+    z = torch.nn.functional.normalize(features, dim=-1).numpy()  # = AUEncoder.embed
+    return write_embeddings(store, run.run_id, z, test.labels, [f"AU{au}" for au in run.aus])
+
+
+def _kept(store: ResultStore, run: RunSpec, redo: bool, keep_embeddings: bool = False) -> bool:
+    """Whether a run is done and stays so: not asked to redo, its stored predictions are intact and, when
+    embeddings are to be kept, its kept embeddings too."""
+    return (store.status(run.run_id) == "done" and not redo and store.predictions_intact(run.run_id)
+            and (not keep_embeddings or embeddings_intact(store, run.run_id)))
 
 
 def execute(runs: list[RunSpec], store: ResultStore, device: torch.device, progress: Progress,
-            on_skip=lambda run, reason: None, root: Path | None = None, redo: bool = False) -> list[RunOutcome]:
-    """Run each RunSpec not done yet (`redo`: every one); `on_skip(run, reason)` hears of each skipped run."""
-    _build_inits([run for run in runs if not _kept(store, run, redo)], device, progress)
+            on_skip=lambda run, reason: None, root: Path | None = None, redo: bool = False,
+            keep_embeddings: bool = False) -> list[RunOutcome]:
+    """Run each RunSpec not done yet (`redo`: every one); `on_skip(run, reason)` hears of each skipped run.
+    `keep_embeddings` stores each run's test-set embeddings, redoing done runs that lack them."""
+    _build_inits([run for run in runs if not _kept(store, run, redo, keep_embeddings)], device, progress)
     locks = store.path.parent / f"{store.path.stem}.locks"
     locks.mkdir(parents=True, exist_ok=True)
     outcomes = []
@@ -237,11 +256,12 @@ def execute(runs: list[RunSpec], store: ResultStore, device: torch.device, progr
             outcome = RunOutcome(run, "skipped", error="running in another process")
         else:
             try:  # checked again under the lock: another process may have finished it meanwhile
-                if _kept(store, run, redo):
+                if _kept(store, run, redo, keep_embeddings):
                     outcome = RunOutcome(run, "skipped", error="already done")
                 else:
                     was_done = store.status(run.run_id) == "done"
-                    outcome = execute_run(run, store, device, progress, root, redo=was_done)
+                    outcome = execute_run(run, store, device, progress, root, redo=was_done,
+                                          keep_embeddings=keep_embeddings)
             finally:
                 lock.release()
         if outcome.status == "skipped":

@@ -267,6 +267,12 @@ class ResultStore:
         return None if row is None else row["status"]
 
     @_one_line_errors
+    def provenance(self, run_id: str) -> dict | None:
+        """The run's stored provenance (start_run's, merged with finish_run's update), None for an unknown run."""
+        row = self._conn.execute("SELECT provenance_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else json.loads(row["provenance_json"])
+
+    @_one_line_errors
     def start_run(
         self,
         run_id: str,

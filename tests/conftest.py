@@ -1,4 +1,8 @@
-"""Shared fixtures: an isolated data cache and a tiny, easy protocol for learning tests."""
+"""Shared fixtures: an isolated data cache, a tiny, easy protocol for learning tests, and a headless browser."""
+
+import importlib.util
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +61,38 @@ def tiny_specs(tmp_path_factory):
     for name, text in TINY_METHODS.items():
         (folder / f"{name}.yaml").write_text(text)
     return folder
+
+
+def _browser_missing() -> str | None:
+    if importlib.util.find_spec("playwright") is None:
+        return "playwright is not installed (pip install -e '.[test]')"
+    if not shutil.which("chromium"):
+        return "no chromium executable on PATH (apt-get install chromium)"
+    return None
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def page_of():
+    """Open a report in headless Chromium; yields open(path) -> (page, requests, dialogs)."""
+    missing = _browser_missing()
+    if missing:
+        pytest.skip(f"browser test needs playwright and chromium: {missing}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+
+        def open_page(path: Path):
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            requests, dialogs = [], []
+            page.on("request", lambda request: requests.append(request.url))
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            page.goto(path.as_uri())
+            return page, requests, dialogs
+
+        yield open_page
+        browser.close()

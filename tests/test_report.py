@@ -6,7 +6,6 @@ aunce_bench.metrics) that covers every report section in a few seconds.
 """
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -23,7 +22,7 @@ from aunce_bench.data.synth.generate import POSE_BINS, pose_bin_name
 from aunce_bench.data.synth.profiles import PROFILES
 from aunce_bench.metrics import au_metrics, chance_f1, grouped_au_metrics, mean_f1, summarise
 from aunce_bench.protocols import plan_runs
-from aunce_bench.report import aggregate, build
+from aunce_bench.report import aggregate, build, exports
 from aunce_bench.report.aggregate import leaderboards
 from aunce_bench.results import ResultStore
 from aunce_bench.specs import PaperReference, load_method, load_protocol
@@ -127,7 +126,8 @@ FAST = {"tiny_wce": ("epochs: 12", "epochs: 1"), "tiny_aunce": ("epochs: 8", "ep
 @pytest.fixture(scope="module")
 def tiny(tiny_specs, tmp_path_factory):
     """Tiny real runs through the CLI: tiny_wce and tiny_aunce on folds 1-2 (one epoch), then noise-curve adds
-    tiny_wce at symmetric:0.2 on fold 1 and reuses its clean run. Returns (db, noise-curve result, out folder)."""
+    tiny_wce at symmetric:0.2 and missing_positive:0.2 on fold 1 (overlaid) and reuses its clean run. Returns (db,
+    noise-curve result, out folder)."""
     folder = tmp_path_factory.mktemp("tiny")
     for name, (old, new) in FAST.items():
         (folder / f"{name}.yaml").write_text((tiny_specs / f"{name}.yaml").read_text().replace(old, new)
@@ -140,7 +140,7 @@ def tiny(tiny_specs, tmp_path_factory):
                                          "--quick", "--folds", "1,2", "--db", str(db)])
             assert result.exit_code == 0, result.output
         curve = runner.invoke(app, ["noise-curve", "--methods", str(folder / "tiny_wce.yaml"), "--protocol", protocol,
-                                    "--noise-type", "symmetric", "--levels", "0,0.2", "--quick", "--folds", "1",
+                                    "--noise-type", "symmetric,missing_positive", "--levels", "0,0.2", "--quick", "--folds", "1",
                                     "--db", str(db), "--out", str(folder / "curves")])
     assert curve.exit_code == 0, curve.output
     return db, curve, folder
@@ -184,29 +184,31 @@ def test_leaderboard_numbers_equal_the_per_run_results(tiny, tmp_path):
     assert runner.invoke(app, ["report", "--db", str(db), "--out", str(out)]).exit_code == 0
     assert json.loads((out / "leaderboards.json").read_text()) == [board]
     csv = (out / "leaderboards.csv").read_text().splitlines()
-    assert csv[0].startswith("protocol,budget,test,init,decision_threshold,occurrence_threshold,noise,kind,rank,method,selection") and len(csv) == 1 + 3
+    assert csv[0].startswith("protocol,budget,test,init,decision_threshold,occurrence_threshold,noise,kind,rank,method,family,selection") and len(csv) == 1 + 3
     assert f"{best['mean_f1']:.4f}" in csv[1]
     assert (out / "leaderboards.md").read_text().startswith("## tiny_easy · quick · SynthAU bp4d")
     html = (out / "index.html").read_text()
     assert f"{100 * best['mean_f1']:.1f}" in html and "tiny_aunce" in html
     stored = invoke_json("results", "--db", str(db))
-    assert sum(run["run_id"] in section_of(html, "provenance") for run in stored) == 5  # every done run
+    assert sum(run["run_id"] in section_of(html, "provenance") for run in stored) == 6  # every done run
 
 
 def test_noise_curve_reuses_stored_runs_and_prints_the_table(tiny):
     db, result, folder = tiny
     assert result.output.count("already done, skipping") == 1  # the clean fold-1 run
-    assert "mean F1 under symmetric training-label noise: tiny_easy" in " ".join(result.output.split())  # rich wraps
+    for kind in ("symmetric", "missing_positive"):
+        assert f"mean F1 under {kind} training-label noise: tiny_easy" in " ".join(result.output.split())  # rich wraps
     row = r"tiny_wce\s+│\s+\d\.\d{3}\s+│\s+\d\.\d{3}\s+│\s+[+-]\d\.\d{3}"  # clean, 0.2, drop; one run: no std
     assert re.search(row, result.output)
-    noisy = [run for run in ResultStore(db).runs() if run["noise"] == "symmetric:0.2"]
-    assert len(noisy) == 1 and noisy[0]["fold"] == 1 and noisy[0]["status"] == "done"
+    noisy = [run for run in ResultStore(db).runs() if run["noise"] in ("symmetric:0.2", "missing_positive:0.2")]
+    assert len(noisy) == 2 and {run["fold"] for run in noisy} == {1} and {run["status"] for run in noisy} == {"done"}
     chance = noisy[0]["chance_f1"]  # test labels stay clean: the same all-positive F1 at every rate
     assert re.search(rf"chance \(all-positive\)\s+│\s+{chance:.3f}\s+│\s+{chance:.3f}", result.output)
-    html = next((folder / "curves").glob("noise_curve_tiny_easy_quick_symmetric.html")).read_text()
-    assert "<svg" in html and "drop at 0.2" in html
-    assert html.count(f"<td>{100 * chance:.1f}</td>") == 2 and "all-positive predictor" in html
-    png = folder / "curves" / "noise_curve_tiny_easy_quick_symmetric.png"
+    html = next((folder / "curves").glob("noise_curve_tiny_easy_quick_symmetric_missing_positive.html")).read_text()
+    assert "<svg" in html and "drop at 0.2" in html and "missing_positive and symmetric noise" in html
+    assert "tiny_wce · symmetric" in html and "tiny_wce · missing_positive" in html  # one legend entry per kind
+    assert html.count(f"<td>{100 * chance:.1f}</td>") == 4 and "all-positive predictor" in html
+    png = folder / "curves" / "noise_curve_tiny_easy_quick_symmetric_missing_positive.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -412,41 +414,6 @@ def test_results_leaderboard_formats(synthetic):
 
 
 # -------------------------------------------------------------------------------------------- browser
-def _browser_missing() -> str | None:
-    if importlib.util.find_spec("playwright") is None:
-        return "playwright is not installed (pip install -e '.[test]')"
-    if not shutil.which("chromium"):
-        return "no chromium executable on PATH (apt-get install chromium)"
-    return None
-
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def page_of():
-    """Open a report in headless Chromium; yields open(path) -> (page, requests, dialogs)."""
-    missing = _browser_missing()
-    if missing:
-        pytest.skip(f"browser test needs playwright and chromium: {missing}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
-
-        def open_page(path: Path):
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            requests, dialogs = [], []
-            page.on("request", lambda request: requests.append(request.url))
-            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-            page.goto(path.as_uri())
-            return page, requests, dialogs
-
-        yield open_page
-        browser.close()
-
-
 def _column(table, header: str) -> list[str]:
     """The sort keys (data-v) of a column of the measured rows, top to bottom."""
     index = table.locator("thead th").all_inner_texts().index(header)
@@ -503,3 +470,23 @@ def test_markup_in_names_stays_inert_in_a_real_browser(evil, page_of):
     assert cell.inner_text() == EVIL
     data = json.loads(page.locator("#leaderboard-data").text_content())
     assert data[0]["rows"][0]["method"] == EVIL
+
+
+def test_ablations_and_sweep_points_are_listed_under_their_method_and_carry_their_family():
+    def row(method, mean, family, parent=None, selection="strict"):
+        return aggregate.MethodRow(method, selection, [method], aggregate.Stat(mean, None, 1), {}, family=family,
+                                   parent=parent)
+
+    rows = aggregate._rank([row("wce", 0.62, "supervised"), row("aunce", 0.50, "contrastive"),
+                            row("aunce_maxpos", 0.55, "ablation", "aunce"), row("gce", 0.56, "noise-robust"),
+                            row("aunce[temperature=0.1]", 0.40, "sweep", "aunce"),
+                            row("x_ablation", 0.70, "ablation", "not_on_this_board"),
+                            row("wce", 0.63, "supervised", selection="test_fold")])
+    board = aggregate.Leaderboard(aggregate.Setting("p", "quick", "t", False, "scratch", 0.5, 2.0, "none"),
+                                  [], 0.5, rows, {"mean": None})
+    assert [(r.method, r.rank) for r in board.grouped_rows] == [
+        ("x_ablation", 1), ("wce", 2), ("gce", 3), ("aunce", 5), ("aunce_maxpos", 4), ("aunce[temperature=0.1]", 6),
+        ("wce", 0)]
+    assert board.families == ["supervised", "noise-robust", "contrastive", "ablation", "sweep"]
+    csv_rows = exports.board_rows(board)
+    assert [r["family"] for r in csv_rows[:3]] == ["ablation of not_on_this_board", "supervised", "noise-robust"]

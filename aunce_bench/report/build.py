@@ -31,6 +31,7 @@ from aunce_bench.report.aggregate import (
 )
 from aunce_bench.report.bootstrap import RESAMPLES
 from aunce_bench.report.exports import format_leaderboards
+from aunce_bench.report.sensitivity import MIN_BOOTSTRAP_RUNS, Sensitivity, sensitivities
 from aunce_bench.results import ResultStore
 
 EXPORTS = {"json": "leaderboards.json", "csv": "leaderboards.csv", "md": "leaderboards.md"}
@@ -68,8 +69,23 @@ def noise_page(curves: list[NoiseCurve], colours: dict[str, str]) -> tuple[str, 
     figure = plots.noise_figure(curves, colours)
     setting = curves[0].setting
     html = environment().get_template("noise_curve.html.j2").render(
-        protocol=setting.protocol, budget=setting.budget, kind=curves[0].kind, curves=curves, svg=_inline(figure))
+        protocol=setting.protocol, budget=setting.budget, kind=" and ".join(sorted({curve.kind for curve in curves})),
+        curves=curves, svg=_inline(figure))
     return html, figure
+
+
+def sweep_page(sweeps: list[Sensitivity], protocol: str, budget: str) -> tuple[str, Figure]:
+    """The standalone page of one sweep (one design; a row per test set) and its figure."""
+    figure = plots.sensitivity_figure(sweeps)
+    html = environment().get_template("sweep.html.j2").render(
+        protocol=protocol, budget=budget, method=sweeps[0].label, params=sweeps[0].params, sweeps=sweeps,
+        min_bootstrap_runs=MIN_BOOTSTRAP_RUNS, svg=_inline(figure))
+    return html, figure
+
+
+def _diagnosed(runs: list[dict], out: Path) -> list[dict]:
+    """The runs whose diagnostics page (`aunce-bench diagnose --out` this report's folder) exists."""
+    return [run for run in runs if (out / "diagnostics" / f"{run['run_id']}.html").is_file()]
 
 
 def _galleries(runs: list[dict]) -> list[dict]:
@@ -134,10 +150,13 @@ def build_report(db: Path, out: Path, resamples: int = RESAMPLES) -> tuple[Path,
         noise=[{"protocol": protocol, "budget": budget, "init": init, "kind": kind, "curves": curves,
                 "svg": _inline(plots.noise_figure(curves, colours))}
                for (protocol, budget, init, _, _, kind), curves in sorted(noise_groups.items(), key=str)],
+        sensitivity=[{"sweep": sweep, "svg": _inline(plots.sensitivity_figure([sweep]))} for sweep in sensitivities(runs)],
+        min_bootstrap_runs=MIN_BOOTSTRAP_RUNS,
         pose=[{"grid": grid, "svg": _inline(plots.pose_heatmaps(grid))} for grid in pose_grids(runs)],
         cross=cross_dataset(runs),
         labels=[{"stats": stats, "svg": _inline(plots.phi_heatmap(stats))} for stats in labels],
         galleries=_galleries(runs),
+        diagnosed=_diagnosed(runs, out),
         provenance=_provenance(runs),
         data=[board.to_dict() for board in boards],
     )

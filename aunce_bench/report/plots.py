@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from aunce_bench.paths import default_cache_root
 from aunce_bench.report.aggregate import Leaderboard, LabelStats, NoiseCurve, PoseGrid
+from aunce_bench.report.sensitivity import Sensitivity
 
 STYLE = {
     "svg.fonttype": "none",
@@ -109,23 +110,35 @@ def per_au_bars(board: Leaderboard, colours: dict[str, str]) -> Figure:
     return figure
 
 
+NOISE_LINESTYLES = ("-", "--", ":", "-.")  # one per noise kind when several are overlaid
+
+
 @_styled
 def noise_figure(curves: list[NoiseCurve], colours: dict[str, str]) -> Figure:
-    """Mean F1 (± std over folds and seeds) against the noise rate, one panel per test set."""
-    figure = Figure(figsize=(3.7 * len(curves), 2.9))
-    panels = figure.subplots(1, len(curves), squeeze=False)[0]
-    for axes, curve in zip(panels, curves):
-        for method, stats in curve.points.items():
-            shown = [(level, stat) for level, stat in zip(curve.levels, stats) if stat.mean is not None]
-            spread = [np.nan if stat.std is None else 100 * stat.std for _, stat in shown]  # no bar for one run
-            axes.errorbar([level for level, _ in shown], [100 * stat.mean for _, stat in shown], yerr=spread,
-                          marker="o", capsize=3, label=_text(method), color=colours[method])
-        if curve.chance is not None:
-            axes.axhline(100 * curve.chance, color="grey", linestyle="--", linewidth=1, label="chance (all-positive)")
-        axes.set_xticks(curve.levels)
-        axes.set_xlabel(f"{_text(curve.kind)} noise rate (training labels)")
+    """Mean F1 (± std over folds and seeds) against the noise rate, one panel per test set; several noise kinds
+    are overlaid in a panel, one line style per kind."""
+    tests = list(dict.fromkeys(curve.setting.test for curve in curves))
+    kinds = sorted({curve.kind for curve in curves})
+    figure = Figure(figsize=(3.7 * len(tests) + (1.0 if len(kinds) > 1 else 0.0), 2.9))
+    panels = figure.subplots(1, len(tests), squeeze=False)[0]
+    for axes, test in zip(panels, tests):
+        shown_curves = [curve for curve in curves if curve.setting.test == test]
+        for curve in shown_curves:
+            style = NOISE_LINESTYLES[kinds.index(curve.kind) % len(NOISE_LINESTYLES)]
+            for method, stats in curve.points.items():
+                shown = [(level, stat) for level, stat in zip(curve.levels, stats) if stat.mean is not None]
+                spread = [np.nan if stat.std is None else 100 * stat.std for _, stat in shown]  # no bar for one run
+                label = _text(method) if len(kinds) == 1 else f"{_text(method)} · {_text(curve.kind)}"
+                axes.errorbar([level for level, _ in shown], [100 * stat.mean for _, stat in shown], yerr=spread,
+                              marker="o", capsize=3, label=label, color=colours[method], linestyle=style)
+        chance = shown_curves[0].chance
+        if chance is not None:
+            axes.axhline(100 * chance, color="grey", linestyle="--", linewidth=1, label="chance (all-positive)")
+        axes.set_xticks(sorted({level for curve in shown_curves for level in curve.levels}))
+        axes.set_xlabel(f"{_text(kinds[0])} noise rate (training labels)" if len(kinds) == 1
+                        else "noise rate (training labels)")
         axes.set_ylabel("mean F1 (%)")
-        axes.set_title(_text(curve.setting.test), fontsize=9)
+        axes.set_title(_text(test), fontsize=9)
     _legend_right(figure, list(panels))
     return figure
 
@@ -193,6 +206,39 @@ def phi_heatmap(stats: LabelStats) -> Figure:
     axes.set_yticks(range(n), stats.aus)
     axes.grid(False)
     figure.colorbar(image, cax=bar, label="phi")
+    return figure
+
+
+@_styled
+def sensitivity_figure(sweeps: list[Sensitivity]) -> Figure:
+    """Mean F1 against each swept parameter's values (averaged over the other parameters), with the interval as
+    error bars and the base method's mean F1 dashed: one row of panels per sweep (of one design, e.g. a sweep's
+    test sets), one panel per parameter. A numeric axis is logarithmic when every value is positive and they span
+    more than a factor 10."""
+    columns = len(sweeps[0].marginals)
+    figure = Figure(figsize=(3.4 * columns, 2.9 * len(sweeps)))
+    panels = figure.subplots(len(sweeps), columns, squeeze=False)
+    for row, sweep in zip(panels, sweeps):
+        for axes, marginal in zip(row, sweep.marginals):
+            values = marginal.values if marginal.numeric else list(range(len(marginal.values)))
+            means = np.array([100 * estimate.mean for estimate in marginal.f1])
+            low = np.array([np.nan if e.low is None else 100 * e.low for e in marginal.f1])
+            high = np.array([np.nan if e.high is None else 100 * e.high for e in marginal.f1])
+            error = np.clip([means - low, high - means], 0, None)  # a percentile interval may sit beside its mean
+            axes.errorbar(values, means, yerr=error, marker="o", capsize=3, color=PALETTE[0],
+                          label=f"{_text(sweep.label)}: sweep")
+            if sweep.reference is not None:
+                axes.axhline(100 * sweep.reference.mean, color=CHANCE_COLOUR, linestyle="--", linewidth=1,
+                             label=f"{_text(sweep.label)}: base method")
+            if marginal.numeric and min(values) > 0 and max(values) > 10 * min(values):
+                axes.set_xscale("log")
+                axes.minorticks_off()
+            axes.set_xticks(values, [_text(label) for label in marginal.labels])
+            axes.set_xlabel(_text(marginal.path))
+            axes.set_ylabel("mean F1 (%)")
+            axes.set_title(_text(sweep.setting.test), fontsize=9)
+    _legend_right(figure, list(panels[0]))
+    figure.subplots_adjust(hspace=0.6)
     return figure
 
 
