@@ -658,8 +658,8 @@ def _diagnostics_table(page) -> Table:
     run = page.run
     table = Table(title=f"embedding diagnostics: {run['method']} on {run['protocol']}, {run['budget']} budget, fold "
                         f"{run['fold']}, seed {run['seed']} ({run['run_id']})",
-                  caption=f"κ: vMF concentration per class; hard: share of the negatives of present / absent "
-                          f"anchors that AUNCE weights above 1, with {page.reweighting.source}")
+                  caption="κ: vMF concentration per class; hard: share of the negatives of present / absent "
+                          "anchors more similar to the anchor than its mean positive")
     for column in ("AU", "frames", "align", "uniform", "κ absent", "κ present", "hard present", "hard absent"):
         table.add_column(column, justify="left" if column == "AU" else "right")
     for r in page.results:
