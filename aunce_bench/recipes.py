@@ -104,6 +104,7 @@ class _LinearProbe:
 
     def probe(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
         crop, device = self.run.crop_size, self.ctx.device
+        self.encoder.to(device)  # frozen_probe trains nothing before this: its encoder is still where it was built
         recalibrate_batchnorm(self.encoder, train, crop, device)
         features = extract_features(self.encoder, train, crop, device)
         val_features = extract_features(self.encoder, val, crop, device) if val is not None else None
