@@ -110,7 +110,7 @@ def per_au_bars(board: Leaderboard, colours: dict[str, str]) -> Figure:
     return figure
 
 
-NOISE_LINESTYLES = ("-", "--", ":", "-.")  # one per noise kind when several are overlaid
+NOISE_LINESTYLES = ("-", ":", "-.", (0, (3, 1, 1, 1, 1, 1)))  # per overlaid noise kind; chance is dashed
 
 
 @_styled
