@@ -86,7 +86,7 @@ def test_test_fold_selection_is_its_own_row_flagged_and_never_ranked(tmp_path):
     assert second.significance.pairs == 3  # paired with the ranked best, fold by fold
     markdown = format_leaderboards([board], "md").splitlines()
     rows = [line for line in markdown if line.startswith("| measured")]
-    assert "| 1 | wce | strict | False |" in rows[0] and "|  | wce | test_fold | True |" in rows[1]
+    assert "| 1 | wce | supervised | strict | False |" in rows[0] and "|  | wce | supervised | test_fold | True |" in rows[1]
     printed = runner.invoke(app, ["results", "--db", str(db), "--leaderboard", "--format", "md"])
     assert printed.exit_code == 0 and "warning" not in printed.stderr
     html_report = runner.invoke(app, ["report", "--db", str(db), "--out", str(tmp_path / "report")])
@@ -267,9 +267,10 @@ def test_names_are_found_on_the_search_path_and_listed_with_their_origin(short_w
     monkeypatch.setattr("aunce_bench.cli.console.width", 200)
     listed = runner.invoke(app, ["list", "methods"])
     assert listed.exit_code == 0
-    origins = {line.split("│")[1].strip(): line.split("│")[3].strip() for line in listed.output.splitlines()
-               if line.count("│") == 4 and line.split("│")[1].strip()}
-    assert origins["short_wce"] == str(folder) and origins["aunce"] == "built-in"
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[3:5]]
+            for line in listed.output.splitlines() if line.count("│") == 5 and line.split("│")[1].strip()}
+    assert rows["short_wce"] == ["other", str(folder)] and rows["aunce"] == ["contrastive", "built-in"]
+    assert rows["aunce_maxpos"] == ["ablation of aunce", "built-in"]
     from aunce_bench.specs import load_method
 
     assert load_method("short_wce").train.epochs == 2
