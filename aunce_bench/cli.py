@@ -137,6 +137,33 @@ _INIT_HELP = ("backbone initialisation: scratch, imagenet (timm's weights), synt
               "backbone) or checkpoint:PATH; default: the method's, else the protocol budget's")
 
 
+_ExecutorOption = Annotated[str, typer.Option(
+    "--executor", help="local (one run after another in this process) or ray (each run a Ray task; this process "
+                       "writes the store)")]
+_RayAddressOption = Annotated[Optional[str], typer.Option(
+    help="with --executor ray: the cluster to join, e.g. auto (the one `ray start` began on this machine) or "
+         "HOST:PORT (default: $RAY_ADDRESS, else a new local instance)")]
+_CpusPerRunOption = Annotated[Optional[int], typer.Option(
+    help="with --executor ray: CPUs each run reserves, and its torch threads (default 1)")]
+_GpusPerRunOption = Annotated[Optional[float], typer.Option(
+    help="with --executor ray: GPUs each run reserves, fractions share one (default: 1 with --device cuda, else 0)")]
+
+
+def _executor(name: str, ray_address: str | None, cpus_per_run: int | None, gpus_per_run: float | None, device):
+    """None for the local executor, the checked RayOptions for --executor ray."""
+    from aunce_bench.executors import ray_options
+
+    if name == "ray":
+        return ray_options(ray_address, cpus_per_run, gpus_per_run, device)
+    if name != "local":
+        raise UserError(f"invalid --executor: '{name}'; choose local or ray")
+    given = [option for option, value in (("--ray-address", ray_address), ("--cpus-per-run", cpus_per_run),
+                                          ("--gpus-per-run", gpus_per_run)) if value is not None]
+    if given:
+        raise UserError(f"{given[0]} needs --executor ray")
+    return None
+
+
 def _init(text: str | None) -> str | None:
     """--init as given, if it parses."""
     from aunce_bench.specs import Init
@@ -164,11 +191,18 @@ def run(
     db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    precision: _PrecisionOption = "fp32",
+    channels_last: _ChannelsLastOption = None,
+    compile_models: _CompileOption = False,
     redo: Annotated[bool, typer.Option("--redo", help="run again runs already done (replacing their results)")] = False,
     keep_embeddings: Annotated[bool, typer.Option(
         "--keep-embeddings", help="also store the trained encoder's test-set embeddings for `aunce-bench diagnose` "
                                   "(redoes done runs that lack them)")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="print the traceback of each failed run")] = False,
+    executor: _ExecutorOption = "local",
+    ray_address: _RayAddressOption = None,
+    cpus_per_run: _CpusPerRunOption = None,
+    gpus_per_run: _GpusPerRunOption = None,
 ) -> None:
     """Run a method on a protocol, fold by fold and seed by seed, and store the results."""
     from aunce_bench.console import print_run_summary
@@ -181,13 +215,16 @@ def run(
         if budget is not None and budget not in BUDGETS:
             raise UserError(f"invalid --budget: '{budget}'; choose one of: {', '.join(BUDGETS)}")
         _check_selection(selection)
-        torch_device = _torch_device(device)
+        torch_device = _torch_device(device, here=executor == "local")
+        on_ray = _executor(executor, ray_address, cpus_per_run, gpus_per_run, torch_device)
+        execution = _execution(precision, channels_last, compile_models, torch_device)
         method_spec, protocol_spec = load_method(method), load_protocol(protocol)
         budget = budget or protocol_spec.default_budget
         runs = plan_runs(method_spec, protocol_spec, budget, _int_list(folds, "--folds"),
                          _int_list(seeds, "--seeds") or [0], parse_noise(noise), data_root, selection, _init(init))
         store = ResultStore(_db_path(db))
-        outcomes = _execute(runs, store, torch_device, data_root, redo, keep_embeddings)
+        outcomes = _execute(runs, store, torch_device, data_root, redo, keep_embeddings, on_ray=on_ray,
+                            execution=execution)
         print_run_summary(console, method_spec.name, protocol_spec.name, budget, outcomes)
         _finish(outcomes, debug)
 
@@ -204,18 +241,28 @@ def _check_selection(selection: str | None) -> None:
         raise UserError(f"invalid --selection: '{selection}'; choose {', '.join(SELECTIONS)}")
 
 
-def _execute(runs, store, device, data_root, redo=False, keep_embeddings=False):
-    """Run what is not done yet, with progress bars; skipped runs are said so."""
+def _execute(runs, store, device, data_root, redo=False, keep_embeddings=False, on_ray=None, *, execution):
+    """Run what is not done yet, with progress bars, here or (`on_ray`: RayOptions) as Ray tasks, which are said one
+    line each as they finish; skipped runs are said so."""
     from aunce_bench.console import RichProgress
+    from aunce_bench.executors import execute_on_ray
     from aunce_bench.launch import execute
 
     def skipped(r, reason):
         console.print(f"{reason}, skipping: {r.method.name} {r.fold_name} seed {r.seed} noise {r.noise} ({r.run_id})",
                       markup=False)  # names may hold brackets, e.g. sweep points
 
+    def finished(o):
+        f1 = f", mean F1 {o.mean_f1:.3f}" if o.mean_f1 is not None else f": {(o.error or '').splitlines()[0]}"
+        console.print(f"{o.status}: {o.run.method.name} {o.run.fold_name} seed {o.run.seed} noise {o.run.noise} "
+                      f"({o.run.run_id}){f1}", markup=False)
+
     with RichProgress(console, total_runs=len(runs)) as progress:
+        if on_ray is not None:
+            return execute_on_ray(runs, store, device, progress, on_ray, on_skip=skipped, on_finish=finished,
+                                  root=data_root, redo=redo, keep_embeddings=keep_embeddings, execution=execution)
         return execute(runs, store, device, progress, on_skip=skipped, root=data_root, redo=redo,
-                       keep_embeddings=keep_embeddings)
+                       keep_embeddings=keep_embeddings, execution=execution)
 
 
 def _finish(outcomes, debug: bool) -> None:
@@ -296,12 +343,31 @@ def _print_prepared(result) -> None:
         console.print(f"wrote {len(index)} frames to {result.folder} in {result.seconds:.1f} s")
 
 
-def _torch_device(name: str):
+_PrecisionOption = Annotated[str, typer.Option(
+    help="fp32, or mixed precision bf16 or fp16 (autocast; fp16 needs CUDA); speed only: the run id stays the same")]
+_ChannelsLastOption = Annotated[Optional[bool], typer.Option(
+    "--channels-last/--no-channels-last",
+    help="channels-last memory format for convolutional backbones (default: on with CUDA, off on the CPU)")]
+_CompileOption = Annotated[bool, typer.Option(
+    "--compile", help="torch.compile the models (runs uncompiled, with a warning, where compiling fails)")]
+
+
+def _execution(precision: str, channels_last: bool | None, compile_models: bool, device):
+    """The checked ExecutionOptions of --precision, --channels-last and --compile."""
+    from aunce_bench.training.common import ExecutionOptions
+
+    options = ExecutionOptions(precision, channels_last, compile_models)
+    options.check(device)
+    return options
+
+
+def _torch_device(name: str, here: bool = True):
+    """--device as a torch device; `here`: it must exist on this machine (not so for runs sent to Ray tasks)."""
     import torch
 
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise UserError(f"invalid --device: '{name}'; choose cpu or cuda")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    if here and name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("invalid --device: CUDA is not available on this machine; use --device cpu")
     return torch.device(name)
 
@@ -391,7 +457,14 @@ def sweep(
     out: Annotated[Path, typer.Option(help="output folder of the plot (PNG) and tables (HTML)")] = Path("reports"),
     data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    precision: _PrecisionOption = "fp32",
+    channels_last: _ChannelsLastOption = None,
+    compile_models: _CompileOption = False,
     debug: Annotated[bool, typer.Option("--debug", help="print the traceback of each failed run")] = False,
+    executor: _ExecutorOption = "local",
+    ray_address: _RayAddressOption = None,
+    cpus_per_run: _CpusPerRunOption = None,
+    gpus_per_run: _GpusPerRunOption = None,
 ) -> None:
     """Run a method at each point of a parameter grid or random draw (reusing stored runs), then tabulate and plot
     mean F1 per parameter value."""
@@ -416,7 +489,9 @@ def sweep(
         points = grid_points(params) if random_draws is None else random_points(params, random_draws, sweep_seed or 0)
         method_spec, protocol_spec = load_method(method), load_protocol(protocol)
         budget = budget or protocol_spec.default_budget
-        torch_device = _torch_device(device)
+        torch_device = _torch_device(device, here=executor == "local")
+        on_ray = _executor(executor, ray_address, cpus_per_run, gpus_per_run, torch_device)
+        execution = _execution(precision, channels_last, compile_models, torch_device)
         point_specs = sweep_methods(method_spec, protocol_spec, budget, params, points, _init(init))
         check_writable(out)
         runs = [run for point in point_specs
@@ -426,7 +501,7 @@ def sweep(
         console.print(f"{len(point_specs)} point(s) x {len(runs) // len(point_specs)} run(s): "
                       + ", ".join(point.name for point in point_specs), markup=False)
         store = ResultStore(_db_path(db))
-        outcomes = _execute(runs, store, torch_device, data_root)
+        outcomes = _execute(runs, store, torch_device, data_root, on_ray=on_ray, execution=execution)
         planned = {run.run_id for run in runs}
         stored = [run for run in store.runs(protocol=protocol_spec.name)
                   if run["run_id"] in planned or run["method"] == method_spec.name]  # the points, the base's runs
@@ -521,10 +596,17 @@ def noise_curve(
     db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
     out: Annotated[Path, typer.Option(help="output folder of the plot (PNG) and table (HTML)")] = Path("reports"),
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    precision: _PrecisionOption = "fp32",
+    channels_last: _ChannelsLastOption = None,
+    compile_models: _CompileOption = False,
     data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
     init: Annotated[Optional[str], typer.Option(help=_INIT_HELP)] = None,
     selection: Annotated[Optional[str], typer.Option(help=_SELECTION_HELP)] = None,
     debug: Annotated[bool, typer.Option("--debug", help="print the traceback of each failed run")] = False,
+    executor: _ExecutorOption = "local",
+    ray_address: _RayAddressOption = None,
+    cpus_per_run: _CpusPerRunOption = None,
+    gpus_per_run: _GpusPerRunOption = None,
 ) -> None:
     """Run methods at several label-noise rates (reusing stored runs), then plot and tabulate mean F1 per rate."""
     from aunce_bench.data.noise import CLEAN, NOISE_MODELS, NoiseSpec
@@ -552,7 +634,9 @@ def noise_curve(
             raise UserError("invalid --methods: name at least one method, e.g. aunce,wce")
         protocol_spec = load_protocol(protocol)
         budget = budget or protocol_spec.default_budget
-        torch_device = _torch_device(device)
+        torch_device = _torch_device(device, here=executor == "local")
+        on_ray = _executor(executor, ray_address, cpus_per_run, gpus_per_run, torch_device)
+        execution = _execution(precision, channels_last, compile_models, torch_device)
         check_writable(out)
         fold_list, seed_list = _int_list(folds, "--folds"), _int_list(seeds, "--seeds") or [0]
         noises = list(dict.fromkeys(NoiseSpec(CLEAN, 0.0) if rate == 0 else NoiseSpec(kind, rate)
@@ -561,7 +645,7 @@ def noise_curve(
                 for run in plan_runs(method_spec, protocol_spec, budget, fold_list, seed_list, noise, data_root,
                                      selection, _init(init))]
         store = ResultStore(_db_path(db))
-        outcomes = _execute(runs, store, torch_device, data_root)
+        outcomes = _execute(runs, store, torch_device, data_root, on_ray=on_ray, execution=execution)
         planned = {run.run_id for run in runs}
         curves = noise_curves([run for run in store.runs(protocol=protocol_spec.name) if run["run_id"] in planned])
         if curves:

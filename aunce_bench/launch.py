@@ -1,5 +1,8 @@
 """Execute RunSpecs: data, noise, fit, predict, metrics, store.
 
+Computing a run (compute_run, compute_outcome) never touches the store; writing it (start_run, record_outcome)
+does, so that another executor (aunce_bench.executors) can compute runs elsewhere while one process writes.
+
 Runs already done are skipped (unless redone, or their stored predictions are damaged). A run that raises is
 stored as failed with the exception's type and message and the plan goes on; only an interrupt stops it.
 A lock file per run id (beside the store) keeps two processes from executing the same run at once; the
@@ -13,7 +16,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -34,7 +37,7 @@ from aunce_bench.recipes import Recipe
 from aunce_bench.registry import get_recipe
 from aunce_bench.results import ResultStore
 from aunce_bench.specs import RunSpec
-from aunce_bench.training.common import Progress, TrainContext, TrainingDiverged
+from aunce_bench.training.common import ExecutionOptions, Progress, TrainContext, TrainingDiverged
 from aunce_bench.training.probe import extract_features
 
 
@@ -116,82 +119,151 @@ def _metrics_table(metrics: dict[str, dict[str, AUMetrics]]) -> dict[str, dict[s
     return {group: {au: vars(values) for au, values in per_au.items()} for group, per_au in metrics.items()}
 
 
-def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress: Progress,
-                root: Path | None = None, redo: bool = False, keep_embeddings: bool = False) -> RunOutcome:
-    """One run from data to stored metrics; failures are stored with their reason. Prepared datasets are
-    looked up under `root` (see `data_root`); `redo` replaces a done run; `keep_embeddings` also stores the
-    trained encoder's test-set embeddings (see aunce_bench.embeddings), outside the run's wall time."""
-    started = time.perf_counter()
-    root = data_root(root)
+@dataclass(frozen=True)
+class RunResult:
+    """A computed run, ready for the store; picklable, as a Ray task returns it to the driver."""
+    metrics: dict[str, dict[str, dict[str, float]]]  # group -> AU -> metric -> value
+    mean_f1: float
+    chance_f1: float
+    wall_s: float
+    predictions: dict[str, np.ndarray]
+    noise_rates: dict[str, dict[str, float]]
+    provenance_update: dict
+    per_au: dict[str, dict[str, float]]  # as RunOutcome.per_au
+    embeddings: np.ndarray | None = None  # kept test-set embeddings [N, K, D] (unit per AU), with keep_embeddings
+    test_labels: np.ndarray | None = None  # their labels [N, K]
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """Why a run failed: an expected failure's message, else the exception's type and message."""
+    error: str
+    wall_s: float | None
+    traceback: str | None = None  # of an unexpected exception
+
+
+def machine_provenance(device: torch.device) -> dict:
+    """What a run records of where it computes: versions, git revision, device with its thread count."""
+    return {"versions": _versions(), "git_revision": _git_revision(), "device": _device_name(device)}
+
+
+def start_run(store: ResultStore, run: RunSpec, machine: dict, redo: bool = False) -> None:
+    """Record the run as running, with `machine` (see machine_provenance) and its selection and init."""
     store.start_run(run.run_id, redo=redo, method=run.method.name, protocol=run.protocol, dataset=_dataset(run.test_data),
                     budget=run.budget, fold=run.fold, seed=run.seed, noise=run.noise, spec=run.model_dump(mode="json"),
-                    provenance={"versions": _versions(), "git_revision": _git_revision(),
-                                "device": _device_name(device), "selection": run.selection,
+                    provenance={**machine, "selection": run.selection,
                                 "init": {"init": run.init, "weights": run.init_hash}})
+
+
+def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress: Progress,
+                root: Path | None = None, redo: bool = False, keep_embeddings: bool = False,
+                execution: ExecutionOptions = ExecutionOptions()) -> RunOutcome:
+    """One run from data to stored metrics; failures are stored with their reason. Prepared datasets are
+    looked up under `root` (see `data_root`); `redo` replaces a done run; `keep_embeddings` also stores the
+    trained encoder's test-set embeddings (see aunce_bench.embeddings), outside the run's wall time;
+    `execution` sets precision, memory format and compilation (recorded, not part of the run id)."""
+    started = time.perf_counter()
+    start_run(store, run, {**machine_provenance(device), "execution": asdict(execution)}, redo)
     try:
-        discard_embeddings(store, run.run_id)
-        pool = run_frames(run.train_data, run.train_subjects, run.aus, root)
-        noise = NoiseSpec.parse(run.noise)
-        sequences = sequence_rows(np.char.add(pool.keys["subject"].astype(str), "/" + pool.keys["sequence"].astype(str)),
-                                  pool.keys["frame"])
-        try:
-            noisy_labels, flips = apply_label_noise(pool.labels, noise, seed=run.seed, sequences=sequences,
-                                                    intensities=pool.intensities)
-        except NoiseNeedsData as error:
-            raise UserError(f"--noise {run.noise}: {error} ({_dataset(run.train_data)}); choose another noise "
-                            "type for this dataset") from None
-        pool = pool.with_labels(noisy_labels)  # noise hits the training folds only; test labels stay clean
-        test = run_frames(run.test_data, run.test_subjects, run.aus, root)
-        train, val = _selection_split(run, pool, test)
-        _check_batches(run, train)
-        data_s = time.perf_counter() - started
-
-        recipe = get_recipe(run.method.recipe)(run, TrainContext(device, run.seed, progress))
-        fit_started = time.perf_counter()
-        info = recipe.fit(train, val)
-        train_s = time.perf_counter() - fit_started
-        predict_started = time.perf_counter()
-        probabilities = recipe.predict_proba(test)
-        predict_s = time.perf_counter() - predict_started
-
-        au_names = [f"AU{au}" for au in run.aus]
-        if len(np.unique(test.keys["pose_bin"])) > 1:  # per-pose-bin breakdown besides "all"
-            groups = np.char.add("pose:", test.keys["pose_bin"].astype(str))
-            metrics = grouped_au_metrics(probabilities, test.labels, groups, au_names, run.decision_threshold)
-        else:
-            metrics = {"all": au_metrics(probabilities, test.labels, au_names, run.decision_threshold)}
-        predictions = {key: values for key, values in test.keys.items()}
-        for column, name in enumerate(au_names):
-            predictions[f"prob_{name}"] = probabilities[:, column].astype(np.float32)
-            predictions[f"label_{name}"] = test.labels[:, column]
-        wall_s = time.perf_counter() - started
-        kept = {PROVENANCE_KEY: _keep_embeddings(recipe, test, store, run)} if keep_embeddings else {}
-        store.finish_run(
-            run.run_id, metrics=_metrics_table(metrics), mean_f1=mean_f1(metrics["all"]),
-            chance_f1=chance_f1(test.labels, au_names), wall_s=wall_s, predictions=predictions,
-            noise_rates={f"AU{run.aus[column]}": vars(rates) for column, rates in flips.items()},
-            provenance_update={"timings_s": {"data": data_s, "train": train_s, "predict": predict_s},
-                               "train_images_per_s": info.get("images_seen", 0) / max(train_s, 1e-9),
-                               "frames": {"train": len(train), "val": 0 if val is None else len(val),
-                                          "test": len(test)},
-                               "training": info, "init": {**recipe.init_provenance, "weights": run.init_hash},
-                               **kept},
-        )
-        per_au = {name: {"f1": m.f1, "auc": m.auc, "precision": m.precision, "recall": m.recall,
-                         "train_rate": rate(train.labels[:, k]), "test_rate": rate(test.labels[:, k])}
-                  for k, (name, m) in enumerate(metrics["all"].items())}
-        return RunOutcome(run, "done", mean_f1(metrics["all"]), chance_f1(test.labels, au_names), wall_s, per_au=per_au)
-    except (TrainingDiverged, UserError) as error:  # expected failures: the message says what to change
-        store.fail_run(run.run_id, str(error), time.perf_counter() - started)
-        return RunOutcome(run, "failed", error=str(error), wall_s=time.perf_counter() - started)
-    except Exception as error:  # unexpected: stored with its type, the plan goes on
-        reason = type(error).__name__ + (f": {error}" if str(error) else "")
-        store.fail_run(run.run_id, reason, time.perf_counter() - started)
-        return RunOutcome(run, "failed", error=reason, wall_s=time.perf_counter() - started,
-                          traceback=traceback.format_exc())
+        return record_outcome(store, run, compute_outcome(run, device, progress, data_root(root), keep_embeddings,
+                                                          execution))
     except BaseException as error:  # interrupted: never left looking complete, and the plan stops
         store.fail_run(run.run_id, type(error).__name__, time.perf_counter() - started)
         raise
+
+
+def compute_run(run: RunSpec, device: torch.device, progress: Progress, root: Path,
+                keep_embeddings: bool = False, execution: ExecutionOptions = ExecutionOptions()) -> RunResult:
+    """Data, noise, fit, predict and metrics of one run, without touching the store."""
+    started = time.perf_counter()
+    pool = run_frames(run.train_data, run.train_subjects, run.aus, root)
+    noise = NoiseSpec.parse(run.noise)
+    sequences = sequence_rows(np.char.add(pool.keys["subject"].astype(str), "/" + pool.keys["sequence"].astype(str)),
+                              pool.keys["frame"])
+    try:
+        noisy_labels, flips = apply_label_noise(pool.labels, noise, seed=run.seed, sequences=sequences,
+                                                intensities=pool.intensities)
+    except NoiseNeedsData as error:
+        raise UserError(f"--noise {run.noise}: {error} ({_dataset(run.train_data)}); choose another noise "
+                        "type for this dataset") from None
+    pool = pool.with_labels(noisy_labels)  # noise hits the training folds only; test labels stay clean
+    test = run_frames(run.test_data, run.test_subjects, run.aus, root)
+    train, val = _selection_split(run, pool, test)
+    _check_batches(run, train)
+    data_s = time.perf_counter() - started
+
+    recipe = get_recipe(run.method.recipe)(run, TrainContext(device, run.seed, progress, execution))
+    fit_started = time.perf_counter()
+    info = recipe.fit(train, val)
+    train_s = time.perf_counter() - fit_started
+    predict_started = time.perf_counter()
+    probabilities = recipe.predict_proba(test)
+    predict_s = time.perf_counter() - predict_started
+
+    au_names = [f"AU{au}" for au in run.aus]
+    if len(np.unique(test.keys["pose_bin"])) > 1:  # per-pose-bin breakdown besides "all"
+        groups = np.char.add("pose:", test.keys["pose_bin"].astype(str))
+        metrics = grouped_au_metrics(probabilities, test.labels, groups, au_names, run.decision_threshold)
+    else:
+        metrics = {"all": au_metrics(probabilities, test.labels, au_names, run.decision_threshold)}
+    predictions = {key: values for key, values in test.keys.items()}
+    for column, name in enumerate(au_names):
+        predictions[f"prob_{name}"] = probabilities[:, column].astype(np.float32)
+        predictions[f"label_{name}"] = test.labels[:, column]
+    wall_s = time.perf_counter() - started
+    per_au = {name: {"f1": m.f1, "auc": m.auc, "precision": m.precision, "recall": m.recall,
+                     "train_rate": rate(train.labels[:, k]), "test_rate": rate(test.labels[:, k])}
+              for k, (name, m) in enumerate(metrics["all"].items())}
+    return RunResult(
+        metrics=_metrics_table(metrics), mean_f1=mean_f1(metrics["all"]), chance_f1=chance_f1(test.labels, au_names),
+        wall_s=wall_s, predictions=predictions,
+        noise_rates={f"AU{run.aus[column]}": vars(rates) for column, rates in flips.items()},
+        provenance_update={"timings_s": {"data": data_s, "train": train_s, "predict": predict_s},
+                           "train_images_per_s": info.get("images_seen", 0) / max(train_s, 1e-9),
+                           "frames": {"train": len(train), "val": 0 if val is None else len(val), "test": len(test)},
+                           "training": info, "init": {**recipe.init_provenance, "weights": run.init_hash},
+                           "execution": recipe.ctx.execution_record()},
+        per_au=per_au, embeddings=_test_embeddings(recipe, test, run) if keep_embeddings else None,
+        test_labels=test.labels if keep_embeddings else None,
+    )
+
+
+def _failure(error: Exception, wall_s: float | None) -> RunFailure:
+    """`error` as a run's failure; call it where the error is being handled (it takes the traceback from there)."""
+    if isinstance(error, (TrainingDiverged, UserError)):  # expected failures: the message says what to change
+        return RunFailure(str(error), wall_s)
+    return RunFailure(type(error).__name__ + (f": {error}" if str(error) else ""), wall_s, traceback.format_exc())
+
+
+def compute_outcome(run: RunSpec, device: torch.device, progress: Progress, root: Path,
+                    keep_embeddings: bool = False, execution: ExecutionOptions = ExecutionOptions()
+                    ) -> RunResult | RunFailure:
+    """compute_run, its failure returned as a RunFailure; an interrupt propagates."""
+    started = time.perf_counter()
+    try:
+        return compute_run(run, device, progress, root, keep_embeddings, execution)
+    except Exception as error:
+        return _failure(error, time.perf_counter() - started)
+
+
+def record_outcome(store: ResultStore, run: RunSpec, computed: RunResult | RunFailure) -> RunOutcome:
+    """Store a computed run as done (kept embeddings first, then predictions and metrics), or as failed with its
+    reason; a result the store cannot take fails the run. The run must be running (see start_run)."""
+    if isinstance(computed, RunResult):
+        try:
+            discard_embeddings(store, run.run_id)  # an earlier attempt's, from another encoder
+            kept = {}
+            if computed.embeddings is not None:
+                kept[PROVENANCE_KEY] = write_embeddings(store, run.run_id, computed.embeddings, computed.test_labels,
+                                                        [f"AU{au}" for au in run.aus])
+            store.finish_run(run.run_id, metrics=computed.metrics, mean_f1=computed.mean_f1,
+                             chance_f1=computed.chance_f1, wall_s=computed.wall_s, predictions=computed.predictions,
+                             noise_rates=computed.noise_rates, provenance_update={**computed.provenance_update, **kept})
+            return RunOutcome(run, "done", computed.mean_f1, computed.chance_f1, computed.wall_s, per_au=computed.per_au)
+        except Exception as error:
+            computed = _failure(error, computed.wall_s)
+    store.fail_run(run.run_id, computed.error, computed.wall_s)
+    return RunOutcome(run, "failed", error=computed.error, wall_s=computed.wall_s, traceback=computed.traceback)
 
 
 def _selection_split(run: RunSpec, pool: FrameSet, test: FrameSet) -> tuple[FrameSet, FrameSet | None]:
@@ -223,12 +295,11 @@ def _build_inits(runs: list[RunSpec], device: torch.device, progress: Progress) 
         ensure_synthface(synthface_config(backbone, crop), device, progress)
 
 
-def _keep_embeddings(recipe: Recipe, test: FrameSet, store: ResultStore, run: RunSpec) -> dict:
-    """Store the trained encoder's unit per-AU embeddings [N, K, D] of the test frames (eval mode, centre crop,
-    as the predictions); returns the file's provenance record."""
-    features = extract_features(recipe.encoder, test, run.crop_size, recipe.ctx.device)
-    z = torch.nn.functional.normalize(features, dim=-1).numpy()  # = AUEncoder.embed
-    return write_embeddings(store, run.run_id, z, test.labels, [f"AU{au}" for au in run.aus])
+def _test_embeddings(recipe: Recipe, test: FrameSet, run: RunSpec) -> np.ndarray:
+    """The trained encoder's unit per-AU embeddings [N, K, D] of the test frames (eval mode, centre crop, as the
+    predictions)."""
+    features = extract_features(recipe.encoder, test, run.crop_size, recipe.ctx)
+    return torch.nn.functional.normalize(features, dim=-1).numpy()  # = AUEncoder.embed
 
 
 def _kept(store: ResultStore, run: RunSpec, redo: bool, keep_embeddings: bool = False) -> bool:
@@ -240,9 +311,10 @@ def _kept(store: ResultStore, run: RunSpec, redo: bool, keep_embeddings: bool = 
 
 def execute(runs: list[RunSpec], store: ResultStore, device: torch.device, progress: Progress,
             on_skip=lambda run, reason: None, root: Path | None = None, redo: bool = False,
-            keep_embeddings: bool = False) -> list[RunOutcome]:
+            keep_embeddings: bool = False, execution: ExecutionOptions = ExecutionOptions()) -> list[RunOutcome]:
     """Run each RunSpec not done yet (`redo`: every one); `on_skip(run, reason)` hears of each skipped run.
-    `keep_embeddings` stores each run's test-set embeddings, redoing done runs that lack them."""
+    `keep_embeddings` stores each run's test-set embeddings, redoing done runs that lack them; `execution` is
+    how each run's models execute."""
     _build_inits([run for run in runs if not _kept(store, run, redo, keep_embeddings)], device, progress)
     locks = store.path.parent / f"{store.path.stem}.locks"
     locks.mkdir(parents=True, exist_ok=True)
@@ -261,7 +333,7 @@ def execute(runs: list[RunSpec], store: ResultStore, device: torch.device, progr
                 else:
                     was_done = store.status(run.run_id) == "done"
                     outcome = execute_run(run, store, device, progress, root, redo=was_done,
-                                          keep_embeddings=keep_embeddings)
+                                          keep_embeddings=keep_embeddings, execution=execution)
             finally:
                 lock.release()
         if outcome.status == "skipped":

@@ -80,7 +80,7 @@ class Supervised(Recipe):
         return {**info, "images_seen": len(train) // spec.batch_size * spec.batch_size * spec.epochs}
 
     def predict_proba(self, frames: FrameSet) -> np.ndarray:
-        return torch.sigmoid(predict_logits(self.model, frames, self.run.crop_size, self.ctx.device)).numpy()
+        return torch.sigmoid(predict_logits(self.model, frames, self.run.crop_size, self.ctx)).numpy()
 
 
 @register_recipe("coteaching")
@@ -103,18 +103,17 @@ class _LinearProbe:
     """Per-AU linear classifiers on the frozen encoder's features (features extracted once per set)."""
 
     def probe(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
-        crop, device = self.run.crop_size, self.ctx.device
-        self.encoder.to(device)  # frozen_probe trains nothing before this: its encoder is still where it was built
-        recalibrate_batchnorm(self.encoder, train, crop, device)
-        features = extract_features(self.encoder, train, crop, device)
-        val_features = extract_features(self.encoder, val, crop, device) if val is not None else None
+        crop, ctx = self.run.crop_size, self.ctx
+        ctx.prepare(self.encoder)  # frozen_probe trains nothing before this: its encoder is still as it was built
+        recalibrate_batchnorm(self.encoder, train, crop, ctx)
+        features = extract_features(self.encoder, train, crop, ctx)
+        val_features = extract_features(self.encoder, val, crop, ctx) if val is not None else None
         self.head, info = train_probe(features, train.labels, val_features, None if val is None else val.labels,
                                       self.run.method.probe, self.run.decision_threshold, self.ctx)
         return info
 
     def predict_proba(self, frames: FrameSet) -> np.ndarray:
-        return probe_probabilities(self.head, extract_features(self.encoder, frames, self.run.crop_size,
-                                                               self.ctx.device))
+        return probe_probabilities(self.head, extract_features(self.encoder, frames, self.run.crop_size, self.ctx))
 
 
 @register_recipe("contrastive_probe")

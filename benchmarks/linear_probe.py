@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     args = parser.parse_args()
     device = torch.device("cpu")
+    ctx = TrainContext(device, 0)
     rng = np.random.default_rng(0)
     frames = FrameSet(torch.from_numpy(rng.integers(0, 255, (args.frames, 3, args.size, args.size), dtype=np.uint8)),
                       rng.integers(0, 2, (args.frames, 12)).astype(np.int8))
@@ -35,14 +36,14 @@ def main() -> None:
     spec = OptimSpec(optimizer="adam", lr=1e-3, batch_size=256, epochs=args.epochs)
 
     started = time.perf_counter()
-    features = extract_features(encoder, frames, args.size, device)
+    features = extract_features(encoder, frames, args.size, ctx)
     train_probe(features, frames.labels, None, None, spec, 0.5, TrainContext(device, 0))
     cached = time.perf_counter() - started
 
     started = time.perf_counter()
     one_epoch = spec.model_copy(update={"epochs": 1})
     for _ in range(args.epochs):
-        features = extract_features(encoder, frames, args.size, device)
+        features = extract_features(encoder, frames, args.size, ctx)
         train_probe(features, frames.labels, None, None, one_epoch, 0.5, TrainContext(device, 0))
     reencoded = time.perf_counter() - started
 

@@ -122,8 +122,15 @@ def run_init(run: dict) -> str:
 
 
 def _machine(run: dict) -> str:
-    """Where a run ran: its device with the CPU thread count, which changes the numbers in the last digits."""
-    return str(run["provenance"].get("device", "unknown"))
+    """Where and how a run ran: its device with the CPU thread count, and its precision unless fp32 (with TF32
+    where on), which change the numbers in the last digits."""
+    execution = run["provenance"].get("execution", {})
+    parts = [str(run["provenance"].get("device", "unknown"))]
+    if execution.get("precision", "fp32") != "fp32":
+        parts.append(execution["precision"])
+    if execution.get("tf32"):
+        parts.append("TF32")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,7 @@ class MethodRow:
     run_ids: list[str]
     f1: Stat
     per_au: dict[str, float | None]
-    machines: list[str] = field(default_factory=list)  # distinct devices (with thread counts) of the runs
+    machines: list[str] = field(default_factory=list)  # distinct devices (with thread counts, precisions) of the runs
     family: str = "other"  # the method's family (MethodSpec.family)
     parent: str | None = None  # the method this row is an ablation or sweep point of
     rank: int = 0
@@ -189,10 +196,10 @@ class Leaderboard:
 
     @property
     def warnings(self) -> list[str]:
-        """One line per row that pools runs made on different devices or CPU thread counts (their numbers
-        differ in the last digits even for the same run ids)."""
-        return [f"{self.setting.title}: {row.label} pools runs from {len(row.machines)} machines "
-                f"({'; '.join(row.machines)}); numbers differ slightly across devices and thread counts"
+        """One line per row that pools runs made on different devices, CPU thread counts or precisions (their
+        numbers differ in the last digits even for the same run ids)."""
+        return [f"{self.setting.title}: {row.label} pools runs from {len(row.machines)} machines or precisions "
+                f"({'; '.join(row.machines)}); numbers differ slightly across devices, thread counts and precisions"
                 for row in self.rows if len(row.machines) > 1]
 
     @property

@@ -1,15 +1,22 @@
-"""What every training loop shares: optimisers, finite-loss checks, progress reporting, model selection."""
+"""What every training loop shares: optimisers, finite-loss checks, progress reporting, model selection, and how
+models execute (precision, memory format, compilation)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from aunce_bench.errors import UserError
+from aunce_bench.models.backbones import TokenBackbone
 from aunce_bench.specs import OptimSpec
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # name -> autocast dtype
 
 
 class TrainingDiverged(RuntimeError):
@@ -30,16 +37,103 @@ class Progress:
     def epoch(self, epoch: int, summary: dict[str, float]) -> None: ...
 
 
+@dataclass(frozen=True)
+class ExecutionOptions:
+    """How a run's models execute. These change speed, not the run's identity (DESIGN.md s3): they stay out of
+    the run id and are recorded in the run's provenance.
+
+    precision: "fp32", or "bf16" / "fp16" autocast around forward passes (losses compute in float32; fp16 scales
+    its gradients). channels_last: the channels-last memory format for convolutional backbones; None means on
+    CUDA, off on the CPU. compile: torch.compile the image models, falling back to eager with a warning."""
+
+    precision: str = "fp32"
+    channels_last: bool | None = None
+    compile: bool = False
+
+    def wants_channels_last(self, device: torch.device) -> bool:
+        return self.channels_last if self.channels_last is not None else device.type == "cuda"
+
+    def check(self, device: torch.device) -> None:
+        """A UserError naming --precision where the precision is unknown or pointless on `device`."""
+        if self.precision not in PRECISIONS:
+            raise UserError(f"invalid --precision: '{self.precision}'; choose {', '.join(PRECISIONS)}")
+        if self.precision == "fp16" and device.type == "cpu":
+            raise UserError("invalid --precision: fp16 is for CUDA devices (CPUs lack fast fp16 arithmetic and it "
+                            "needs loss scaling); on the CPU use --precision bf16")
+
+
 @dataclass
 class TrainContext:
     device: torch.device
     seed: int
     progress: Progress = field(default_factory=Progress)
+    execution: ExecutionOptions = field(default_factory=ExecutionOptions)
     generator: torch.Generator = field(init=False)
+    compile_error: str | None = field(init=False, default=None)  # why --compile fell back to eager, if it did
+    channels_last_used: bool = field(init=False, default=False)  # whether a backbone runs channels-last
 
     def __post_init__(self) -> None:
+        self.execution.check(self.device)
         torch.manual_seed(self.seed)  # model initialisation and kornia's augmentation draws
         self.generator = torch.Generator().manual_seed(self.seed)  # batch order and loss draws
+        if self.device.type == "cuda" and torch.cuda.get_device_capability(self.device) >= (8, 0):
+            torch.backends.cuda.matmul.allow_tf32 = True  # Ampere and later: TF32 tensor cores for float32
+            torch.backends.cudnn.allow_tf32 = True
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Move an image model to the device, in channels-last format where asked and convolutional, compiled where
+        asked (once; a model prepared again is left as it is)."""
+        model.to(self.device)
+        if self.execution.wants_channels_last(self.device):
+            for backbone in (m for m in model.modules() if isinstance(m, TokenBackbone) and m.convolutional):
+                backbone.use_channels_last()
+                self.channels_last_used = True
+        compiled = isinstance(vars(model).get("forward"), _CompiledForward)
+        if self.execution.compile and self.compile_error is None and not compiled:
+            try:
+                model.forward = _CompiledForward(model, torch.compile(model.forward), self)
+            except Exception as error:  # e.g. a Python version Dynamo does not support
+                self.compile_failed(error)
+        return model
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast to the run's precision (a no-op for fp32); put forward passes in it, not the losses."""
+        dtype = PRECISIONS[self.execution.precision]
+        return contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """Gradient scaling for fp16 (its small range underflows gradients); a pass-through otherwise."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.execution.precision == "fp16")
+
+    def compile_failed(self, error: Exception) -> None:
+        """Record why compiling failed and warn, once per run."""
+        if self.compile_error is None:
+            self.compile_error = f"{type(error).__name__}: {next(iter(str(error).strip().splitlines()), '')}"
+            warnings.warn(f"--compile: torch.compile failed ({self.compile_error}); running uncompiled", RuntimeWarning,
+                          stacklevel=2)
+
+    def execution_record(self) -> dict:
+        """The run's execution as it happened, for its provenance."""
+        return {"precision": self.execution.precision, "channels_last": self.channels_last_used,
+                "compile": self.execution.compile, "compiled": self.execution.compile and self.compile_error is None,
+                "compile_error": self.compile_error,
+                "tf32": self.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32}
+
+
+class _CompiledForward:
+    """A module's compiled forward, installed as its `forward`: where a compiled call raises (compiling happens on
+    the first call of each new input kind), the module goes back to its eager forward for good, with a warning."""
+
+    def __init__(self, module: nn.Module, compiled, ctx: TrainContext):
+        self.module, self.compiled, self.ctx = module, compiled, ctx
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return self.compiled(*args, **kwargs)
+        except Exception as error:
+            del self.module.forward  # the class's eager forward again
+            self.ctx.compile_failed(error)
+            return self.module.forward(*args, **kwargs)
 
 
 def make_optimizer(parameters: Iterable[nn.Parameter], spec: OptimSpec) -> torch.optim.Optimizer:
@@ -66,12 +160,14 @@ def ensure_finite(loss: torch.Tensor, stage: str, epoch: int, batch: int) -> Non
 
 
 def optimisation_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
-                      scheduler: torch.optim.lr_scheduler.LRScheduler, stage: str, epoch: int, batch: int) -> float:
-    """Check the loss, back-propagate, step optimiser and schedule; returns the loss value."""
+                      scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, stage: str,
+                      epoch: int, batch: int) -> float:
+    """Check the loss, back-propagate (scaled for fp16), step optimiser and schedule; returns the loss value."""
     ensure_finite(loss, stage, epoch, batch)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
     scheduler.step()
     return loss.item()
 

@@ -20,10 +20,11 @@ def pretrain_contrastive(encoder: torch.nn.Module, train: FrameSet, spec: OptimS
                          crop: int, ctx: TrainContext) -> dict[str, float]:
     """Train `encoder.embed` (images -> L2-normalised [B, K, D]) for `spec.epochs`; the last epoch is kept."""
     device = ctx.device
-    encoder.to(device)
+    ctx.prepare(encoder)
     augment = contrastive_transform(crop, *input_normalisation(encoder)).to(device)
     optimizer = make_optimizer(encoder.parameters(), spec)
     scheduler = make_scheduler(optimizer, spec, len(train) // spec.batch_size)
+    scaler = ctx.grad_scaler()
     ctx.progress.stage("contrastive pretraining", spec.epochs, len(train) // spec.batch_size)
     first_epoch_loss = None
     for epoch in range(spec.epochs):
@@ -32,10 +33,12 @@ def pretrain_contrastive(encoder: torch.nn.Module, train: FrameSet, spec: OptimS
         for step, index in enumerate(batch_indices(len(train), spec.batch_size, ctx.generator, drop_last=True)):
             images = train.images[index].to(device)
             views = torch.cat([augment(images), augment(images)])  # two independent views, one forward pass
-            z1, z2 = encoder.embed(views).chunk(2)
+            with ctx.autocast():
+                z1, z2 = encoder.embed(views).chunk(2)
             labels = torch.from_numpy(train.labels[index.numpy()]).to(device)
             loss = loss_fn(z1, z2, labels, generator=ctx.generator)
-            losses.append(optimisation_step(loss, optimizer, scheduler, "contrastive pretraining", epoch, step))
+            losses.append(optimisation_step(loss, optimizer, scheduler, scaler, "contrastive pretraining", epoch,
+                                            step))
             ctx.progress.batch(losses[-1])
         epoch_loss = float(np.mean(losses))
         first_epoch_loss = epoch_loss if first_epoch_loss is None else first_epoch_loss

@@ -25,12 +25,13 @@ def train_coteaching(model_a: nn.Module, model_b: nn.Module, train: FrameSet, va
     """Train both models (images -> logits [B, K]) on the same augmented batches, each with its own optimiser;
     with `val`, keep the epoch where model_a has the best validation mean F1 (both models' weights)."""
     device = ctx.device
-    models = (model_a.to(device), model_b.to(device))
+    models = (ctx.prepare(model_a), ctx.prepare(model_b))
     weights = class_weights(train.labels).to(device)
     augment = supervised_transform(crop, *input_normalisation(model_a)).to(device)
     steps = len(train) // spec.batch_size
     optimizers = [make_optimizer(model.parameters(), spec) for model in models]
     schedulers = [make_scheduler(optimizer, spec, steps) for optimizer in optimizers]
+    scaler = ctx.grad_scaler()  # one scaler for both optimisers: one backward pass of the summed losses
     best = BestState(*models)
     ctx.progress.stage("co-teaching", spec.epochs, steps)
     epoch_losses = []
@@ -41,21 +42,25 @@ def train_coteaching(model_a: nn.Module, model_b: nn.Module, train: FrameSet, va
         for step, index in enumerate(batch_indices(len(train), spec.batch_size, ctx.generator, drop_last=True)):
             images = augment(train.images[index].to(device))
             labels = torch.from_numpy(train.labels[index.numpy()]).to(device)
-            loss_a, loss_b = loss_fn(model_a(images), model_b(images), labels, weights, epoch)
+            with ctx.autocast():
+                logits_a, logits_b = model_a(images), model_b(images)
+            loss_a, loss_b = loss_fn(logits_a, logits_b, labels, weights, epoch)
             for loss in (loss_a, loss_b):
                 ensure_finite(loss, "co-teaching", epoch, step)
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
-            (loss_a + loss_b).backward()  # the two networks share no parameter: each gets its own loss's gradient
+            # the two networks share no parameter: each gets its own loss's gradient
+            scaler.scale(loss_a + loss_b).backward()
             for optimizer, scheduler in zip(optimizers, schedulers):
-                optimizer.step()
+                scaler.step(optimizer)
                 scheduler.step()
+            scaler.update()
             losses.append(loss_a.item())
             ctx.progress.batch(losses[-1])
         summary = {"loss": float(np.mean(losses))}
         epoch_losses.append(summary["loss"])
         if val is not None:
-            probabilities = torch.sigmoid(predict_logits(model_a, val, crop, device)).numpy()
+            probabilities = torch.sigmoid(predict_logits(model_a, val, crop, ctx)).numpy()
             summary["val_f1"] = validation_f1(probabilities, val.labels, threshold)
             best.offer(summary["val_f1"], epoch)
         ctx.progress.epoch(epoch, summary)

@@ -15,17 +15,21 @@ from aunce_bench.training.supervised import validation_f1
 
 
 @torch.no_grad()
-def extract_features(encoder: torch.nn.Module, frames: FrameSet, crop: int, device: torch.device,
+def extract_features(encoder: torch.nn.Module, frames: FrameSet, crop: int, ctx: TrainContext,
                      batch_size: int = 256) -> torch.Tensor:
-    """Frozen node features [N, K, D] (eval mode, centre crop), on the CPU."""
+    """Frozen node features [N, K, D] (eval mode, centre crop, the run's precision), float32 on the CPU."""
     encoder.eval()
-    transform = eval_transform(crop, *input_normalisation(encoder)).to(device)
-    return torch.cat([encoder(transform(frames.images[i:i + batch_size].to(device))).float().cpu()
-                      for i in range(0, len(frames), batch_size)])
+    transform = eval_transform(crop, *input_normalisation(encoder)).to(ctx.device)
+    features = []
+    for i in range(0, len(frames), batch_size):
+        images = transform(frames.images[i:i + batch_size].to(ctx.device))
+        with ctx.autocast():
+            features.append(encoder(images).float().cpu())
+    return torch.cat(features)
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(encoder: torch.nn.Module, frames: FrameSet, crop: int, device: torch.device,
+def recalibrate_batchnorm(encoder: torch.nn.Module, frames: FrameSet, crop: int, ctx: TrainContext,
                           batch_size: int = 256) -> None:
     """Re-estimate BatchNorm statistics on un-augmented training frames.
 
@@ -39,9 +43,11 @@ def recalibrate_batchnorm(encoder: torch.nn.Module, frames: FrameSet, crop: int,
         m.reset_running_stats()
         m.momentum = None  # cumulative average over all batches
     encoder.train()
-    transform = eval_transform(crop, *input_normalisation(encoder)).to(device)
+    transform = eval_transform(crop, *input_normalisation(encoder)).to(ctx.device)
     for i in range(0, len(frames), batch_size):
-        encoder(transform(frames.images[i:i + batch_size].to(device)))
+        images = transform(frames.images[i:i + batch_size].to(ctx.device))
+        with ctx.autocast():
+            encoder(images)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     encoder.eval()
@@ -64,6 +70,7 @@ def train_probe(features: torch.Tensor, labels: np.ndarray, val_features: torch.
     weights = class_weights(labels).to(device)
     optimizer = make_optimizer(head.parameters(), spec)
     scheduler = make_scheduler(optimizer, spec, -(-len(labels) // spec.batch_size))
+    scaler = ctx.grad_scaler()
     best = BestState(head)
     ctx.progress.stage("linear probe", spec.epochs, -(-len(labels) // spec.batch_size))
     for epoch in range(spec.epochs):
@@ -71,8 +78,10 @@ def train_probe(features: torch.Tensor, labels: np.ndarray, val_features: torch.
         losses = []
         for step, index in enumerate(batch_indices(len(labels), spec.batch_size, ctx.generator)):
             index = index.to(device)
-            loss = weighted_softmax_ce(head(features[index]), targets[index], weights)
-            losses.append(optimisation_step(loss, optimizer, scheduler, "linear probe", epoch, step))
+            with ctx.autocast():
+                logits = head(features[index])
+            loss = weighted_softmax_ce(logits, targets[index], weights)
+            losses.append(optimisation_step(loss, optimizer, scheduler, scaler, "linear probe", epoch, step))
         summary = {"loss": float(np.mean(losses))}
         if val_features is not None:
             summary["val_f1"] = validation_f1(probe_probabilities(head, val_features), val_labels, threshold)

@@ -19,13 +19,16 @@ LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, frames: FrameSet, crop: int, device: torch.device,
+def predict_logits(model: nn.Module, frames: FrameSet, crop: int, ctx: TrainContext,
                    batch_size: int = 256) -> torch.Tensor:
-    """Model outputs for every frame (eval mode, centre crop), on the CPU."""
+    """Model outputs for every frame (eval mode, centre crop, the run's precision), float32 on the CPU."""
     model.eval()
-    transform = eval_transform(crop, *input_normalisation(model)).to(device)
-    outputs = [model(transform(frames.images[i:i + batch_size].to(device))).float().cpu()
-               for i in range(0, len(frames), batch_size)]
+    transform = eval_transform(crop, *input_normalisation(model)).to(ctx.device)
+    outputs = []
+    for i in range(0, len(frames), batch_size):
+        images = transform(frames.images[i:i + batch_size].to(ctx.device))
+        with ctx.autocast():
+            outputs.append(model(images).float().cpu())
     return torch.cat(outputs)
 
 
@@ -38,11 +41,12 @@ def train_supervised(model: nn.Module, train: FrameSet, val: FrameSet | None, sp
                      loss_fn: LossFunction, crop: int, threshold: float, ctx: TrainContext) -> dict[str, float]:
     """Train `model` (images -> logits [B, K]); with `val`, keep the epoch of best validation mean F1."""
     device = ctx.device
-    model.to(device)
+    ctx.prepare(model)
     weights = class_weights(train.labels).to(device)
     augment = supervised_transform(crop, *input_normalisation(model)).to(device)
     optimizer = make_optimizer(model.parameters(), spec)
     scheduler = make_scheduler(optimizer, spec, len(train) // spec.batch_size)
+    scaler = ctx.grad_scaler()
     best = BestState(model)
     ctx.progress.stage("supervised", spec.epochs, len(train) // spec.batch_size)
     epoch_losses = []
@@ -53,13 +57,15 @@ def train_supervised(model: nn.Module, train: FrameSet, val: FrameSet | None, sp
             images = augment(train.images[index].to(device))
             labels = torch.from_numpy(train.labels[index.numpy()]).to(device)
             extra = {"index": index} if getattr(loss_fn, "per_frame", False) else {}  # stateful losses (ELR)
-            loss = loss_fn(model(images), labels, weights, **extra)
-            losses.append(optimisation_step(loss, optimizer, scheduler, "supervised training", epoch, step))
+            with ctx.autocast():
+                logits = model(images)
+            loss = loss_fn(logits, labels, weights, **extra)
+            losses.append(optimisation_step(loss, optimizer, scheduler, scaler, "supervised training", epoch, step))
             ctx.progress.batch(losses[-1])
         summary = {"loss": float(np.mean(losses))}
         epoch_losses.append(summary["loss"])
         if val is not None:
-            probabilities = torch.sigmoid(predict_logits(model, val, crop, device)).numpy()
+            probabilities = torch.sigmoid(predict_logits(model, val, crop, ctx)).numpy()
             summary["val_f1"] = validation_f1(probabilities, val.labels, threshold)
             best.offer(summary["val_f1"], epoch)
         ctx.progress.epoch(epoch, summary)
