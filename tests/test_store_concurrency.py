@@ -95,7 +95,6 @@ def run_command(tmp_path_factory):
     return command, env
 
 
-@pytest.mark.slow
 def test_concurrent_run_commands_share_one_store(run_command, tmp_path):
     command, env = run_command
     db = tmp_path / "results.sqlite"
@@ -111,7 +110,6 @@ def test_concurrent_run_commands_share_one_store(run_command, tmp_path):
         assert all(store.predictions_intact(run["run_id"]) for run in runs)
 
 
-@pytest.mark.slow
 def test_run_killed_mid_way_is_redone_and_finished_runs_are_skipped(run_command, tmp_path):
     command, env = run_command
     db = tmp_path / "results.sqlite"

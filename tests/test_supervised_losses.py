@@ -80,6 +80,7 @@ def test_missing_entries_give_no_loss_and_no_gradient(loss, batch):
     assert loss(logits, torch.full_like(labels, -1), weights).item() == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["focal", "asl", "gce"])
 def test_each_baseline_learns_on_frequent_aus_of_the_tiny_easy_protocol(name, tiny_specs, tmp_path):
     method = tmp_path / "specs"

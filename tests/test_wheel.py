@@ -23,7 +23,6 @@ def _run(command: list[str], cwd: Path, env: dict | None = None) -> subprocess.C
     return result
 
 
-@pytest.mark.slow
 def test_wheel_installed_outside_the_checkout_lists_and_runs(tmp_path):
     source = tmp_path / "source"
     shutil.copytree(CHECKOUT, source, ignore=NOT_SOURCE)
