@@ -194,6 +194,9 @@ def run(
     precision: _PrecisionOption = "fp32",
     channels_last: _ChannelsLastOption = None,
     compile_models: _CompileOption = False,
+    data_loading: _DataLoadingOption = "auto",
+    memory_budget: _MemoryBudgetOption = None,
+    data_workers: _DataWorkersOption = None,
     redo: Annotated[bool, typer.Option("--redo", help="run again runs already done (replacing their results)")] = False,
     keep_embeddings: Annotated[bool, typer.Option(
         "--keep-embeddings", help="also store the trained encoder's test-set embeddings for `aunce-bench diagnose` "
@@ -203,6 +206,9 @@ def run(
     ray_address: _RayAddressOption = None,
     cpus_per_run: _CpusPerRunOption = None,
     gpus_per_run: _GpusPerRunOption = None,
+    nproc: Annotated[int, typer.Option(
+        help="train each run in N processes (torchrun, DistributedDataParallel): one per GPU with --device cuda, "
+             "else CPU processes; the batch size stays global")] = 1,
 ) -> None:
     """Run a method on a protocol, fold by fold and seed by seed, and store the results."""
     from aunce_bench.console import print_run_summary
@@ -215,18 +221,80 @@ def run(
         if budget is not None and budget not in BUDGETS:
             raise UserError(f"invalid --budget: '{budget}'; choose one of: {', '.join(BUDGETS)}")
         _check_selection(selection)
-        torch_device = _torch_device(device, here=executor == "local")
+        ranks = _ranks(nproc, executor, device)
+        torch_device = _torch_device(device, here=executor == "local", ranks=ranks)
         on_ray = _executor(executor, ray_address, cpus_per_run, gpus_per_run, torch_device)
-        execution = _execution(precision, channels_last, compile_models, torch_device)
+        execution = _execution(precision, channels_last, compile_models, torch_device,
+                               (data_loading, memory_budget, data_workers))
         method_spec, protocol_spec = load_method(method), load_protocol(protocol)
         budget = budget or protocol_spec.default_budget
         runs = plan_runs(method_spec, protocol_spec, budget, _int_list(folds, "--folds"),
                          _int_list(seeds, "--seeds") or [0], parse_noise(noise), data_root, selection, _init(init))
+        if nproc > 1 and ranks is None:  # checked once, then this command runs again in nproc processes
+            _check_divisible_batches(runs, nproc)
+            raise typer.Exit(_torchrun(nproc))
         store = ResultStore(_db_path(db))
+        if ranks is not None and ranks.rank > 0:
+            from aunce_bench.launch import follow
+
+            return follow(runs, torch_device, data_root, keep_embeddings, execution)
         outcomes = _execute(runs, store, torch_device, data_root, redo, keep_embeddings, on_ray=on_ray,
                             execution=execution)
         print_run_summary(console, method_spec.name, protocol_spec.name, budget, outcomes)
         _finish(outcomes, debug)
+
+
+def _ranks(nproc: int, executor: str, device: str):
+    """This process's DistributedEnv inside the torchrun launch of `run --nproc N` (its process group joined, other
+    ranks silent); None before the launch, and for --nproc 1."""
+    import atexit
+
+    from aunce_bench import distributed
+
+    if nproc < 1:
+        raise UserError(f"invalid --nproc: {nproc}; give 1 or more")
+    if nproc > 1 and executor != "local":
+        raise UserError("--nproc trains each run in several local processes; it cannot be combined with --executor "
+                        f"{executor} (give each Ray task GPUs with --gpus-per-run instead)")
+    env = distributed.DistributedEnv.from_environment()
+    if nproc == 1 or env is None:
+        return None
+    if env.world_size != nproc:
+        raise UserError(f"--nproc {nproc}, but torchrun started {env.world_size} processes; run aunce-bench itself, "
+                        "not under torchrun: it starts torchrun")
+    distributed.init_process_group("cuda" if device.startswith("cuda") else "cpu")
+    atexit.register(distributed.destroy_process_group)
+    console.quiet = env.rank > 0
+    return env
+
+
+def _check_divisible_batches(runs, nproc: int) -> None:
+    for run in runs:
+        spec = run.method.train
+        if spec is not None and spec.batch_size % nproc:
+            raise UserError(f"method {run.method.name}: field 'train.batch_size': {spec.batch_size} is not a multiple "
+                            f"of --nproc {nproc} (each process takes an equal share of every batch); choose a "
+                            f"multiple of {nproc}")
+
+
+def _torchrun(nproc: int) -> int:
+    """Run this command line again in `nproc` processes, launched as `torchrun --standalone` launches them (its
+    API: torchrun's own parser would take --nproc for its --nproc-per-node); the exit status."""
+    import sys
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // nproc)))
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    try:
+        elastic_launch(config, sys.executable)("-m", "aunce_bench.cli", *sys.argv[1:])
+    except ChildFailedError as error:
+        typer.echo(f"error: a process of --nproc {nproc} failed: {' '.join(str(error).split())[:300]}", err=True)
+        return 1
+    return 0
 
 
 _SELECTION_HELP = ("model selection: strict (best epoch on validation subjects held out of the training folds), "
@@ -352,23 +420,39 @@ _CompileOption = Annotated[bool, typer.Option(
     "--compile", help="torch.compile the models (runs uncompiled, with a warning, where compiling fails)")]
 
 
-def _execution(precision: str, channels_last: bool | None, compile_models: bool, device):
-    """The checked ExecutionOptions of --precision, --channels-last and --compile."""
+_DataLoadingOption = Annotated[str, typer.Option(
+    help="where frames are read from: memory (decoded once), streaming (decoded per batch by worker processes), "
+         "or auto: memory when a dataset's decoded frames fit --memory-budget; speed only: the run id stays the same")]
+_MemoryBudgetOption = Annotated[Optional[float], typer.Option(
+    help="GiB of decoded frames per dataset that --data-loading auto keeps in memory (default: 40% of this "
+         "machine's memory)")]
+_DataWorkersOption = Annotated[Optional[int], typer.Option(
+    help="processes decoding streamed frames (default: one per spare CPU core, at most 8; 0: none)")]
+
+
+def _execution(precision: str, channels_last: bool | None, compile_models: bool, device,
+               data: tuple[str, float | None, int | None]):
+    """The checked ExecutionOptions of --precision, --channels-last, --compile and (--data-loading,
+    --memory-budget, --data-workers)."""
+    from aunce_bench.data.loaders import DataLoading
     from aunce_bench.training.common import ExecutionOptions
 
-    options = ExecutionOptions(precision, channels_last, compile_models)
+    options = ExecutionOptions(precision, channels_last, compile_models, DataLoading(*data))
     options.check(device)
     return options
 
 
-def _torch_device(name: str, here: bool = True):
-    """--device as a torch device; `here`: it must exist on this machine (not so for runs sent to Ray tasks)."""
+def _torch_device(name: str, here: bool = True, ranks=None):
+    """--device as a torch device; `here`: it must exist on this machine (not so for runs sent to Ray tasks);
+    `ranks`: in a distributed run, each process has the GPU of its local rank."""
     import torch
 
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise UserError(f"invalid --device: '{name}'; choose cpu or cuda")
     if here and name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("invalid --device: CUDA is not available on this machine; use --device cpu")
+    if ranks is not None and name.startswith("cuda"):
+        return torch.device("cuda", ranks.local_rank)
     return torch.device(name)
 
 
@@ -460,6 +544,9 @@ def sweep(
     precision: _PrecisionOption = "fp32",
     channels_last: _ChannelsLastOption = None,
     compile_models: _CompileOption = False,
+    data_loading: _DataLoadingOption = "auto",
+    memory_budget: _MemoryBudgetOption = None,
+    data_workers: _DataWorkersOption = None,
     debug: Annotated[bool, typer.Option("--debug", help="print the traceback of each failed run")] = False,
     executor: _ExecutorOption = "local",
     ray_address: _RayAddressOption = None,
@@ -491,7 +578,8 @@ def sweep(
         budget = budget or protocol_spec.default_budget
         torch_device = _torch_device(device, here=executor == "local")
         on_ray = _executor(executor, ray_address, cpus_per_run, gpus_per_run, torch_device)
-        execution = _execution(precision, channels_last, compile_models, torch_device)
+        execution = _execution(precision, channels_last, compile_models, torch_device,
+                               (data_loading, memory_budget, data_workers))
         point_specs = sweep_methods(method_spec, protocol_spec, budget, params, points, _init(init))
         check_writable(out)
         runs = [run for point in point_specs
@@ -599,6 +687,9 @@ def noise_curve(
     precision: _PrecisionOption = "fp32",
     channels_last: _ChannelsLastOption = None,
     compile_models: _CompileOption = False,
+    data_loading: _DataLoadingOption = "auto",
+    memory_budget: _MemoryBudgetOption = None,
+    data_workers: _DataWorkersOption = None,
     data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
     init: Annotated[Optional[str], typer.Option(help=_INIT_HELP)] = None,
     selection: Annotated[Optional[str], typer.Option(help=_SELECTION_HELP)] = None,
@@ -636,7 +727,8 @@ def noise_curve(
         budget = budget or protocol_spec.default_budget
         torch_device = _torch_device(device, here=executor == "local")
         on_ray = _executor(executor, ray_address, cpus_per_run, gpus_per_run, torch_device)
-        execution = _execution(precision, channels_last, compile_models, torch_device)
+        execution = _execution(precision, channels_last, compile_models, torch_device,
+                               (data_loading, memory_budget, data_workers))
         check_writable(out)
         fold_list, seed_list = _int_list(folds, "--folds"), _int_list(seeds, "--seeds") or [0]
         noises = list(dict.fromkeys(NoiseSpec(CLEAN, 0.0) if rate == 0 else NoiseSpec(kind, rate)

@@ -6,7 +6,8 @@ does, so that another executor (aunce_bench.executors) can compute runs elsewher
 Runs already done are skipped (unless redone, or their stored predictions are damaged). A run that raises is
 stored as failed with the exception's type and message and the plan goes on; only an interrupt stops it.
 A lock file per run id (beside the store) keeps two processes from executing the same run at once; the
-operating system releases it when its holder dies, even by kill -9.
+operating system releases it when its holder dies, even by kill -9. In a distributed run (torchrun), rank 0
+executes the plan and alone writes; the other ranks follow it run by run (see `follow`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import numpy as np
 import torch
 from filelock import FileLock, Timeout
 
-from aunce_bench import __version__
-from aunce_bench.data.loaders import FrameSet, load_frames
+from aunce_bench import __version__, distributed
+from aunce_bench.data.loaders import DataLoading, FrameSet, load_frames
 from aunce_bench.data.noise import NoiseNeedsData, NoiseSpec, apply_label_noise, sequence_rows
 from aunce_bench.data.prepared import PreparedConfig, data_root, prepared_info
 from aunce_bench.data.synth.generate import SynthConfig, load_or_generate
@@ -91,18 +92,20 @@ def _device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
-def run_frames(config: dict, subjects: list[str], aus: list[int], root: Path) -> FrameSet:
-    """The frames of `subjects` from a run's data: SynthAU (generated on demand) or a prepared dataset."""
+def run_frames(config: dict, subjects: list[str], aus: list[int], root: Path,
+               loading: DataLoading = DataLoading()) -> FrameSet:
+    """The frames of `subjects` from a run's data: SynthAU (generated on demand) or a prepared dataset, in memory
+    or streamed as `loading` decides."""
     if config.get("source") != "prepared":
         _, folder, _ = load_or_generate(SynthConfig(**config))
-        return load_frames(folder, subjects, aus)
+        return load_frames(folder, subjects, aus, loading=loading)
     prepared = PreparedConfig(**config)
     info = prepared_info(root, prepared.dataset)
     if info.fingerprint != prepared.fingerprint:
         raise UserError(f"dataset {prepared.dataset} at {info.folder} was prepared again after this run was planned; "
                         "run the command again")
     return load_frames(info.folder, subjects, aus, frame_stride=prepared.frame_stride, image_size=prepared.image_size,
-                       pose_bins=prepared.pose_bins, occurrence_threshold=prepared.occurrence_threshold)
+                       pose_bins=prepared.pose_bins, occurrence_threshold=prepared.occurrence_threshold, loading=loading)
 
 
 def rate(labels: np.ndarray) -> float:
@@ -176,7 +179,7 @@ def compute_run(run: RunSpec, device: torch.device, progress: Progress, root: Pa
                 keep_embeddings: bool = False, execution: ExecutionOptions = ExecutionOptions()) -> RunResult:
     """Data, noise, fit, predict and metrics of one run, without touching the store."""
     started = time.perf_counter()
-    pool = run_frames(run.train_data, run.train_subjects, run.aus, root)
+    pool = run_frames(run.train_data, run.train_subjects, run.aus, root, execution.data)
     noise = NoiseSpec.parse(run.noise)
     sequences = sequence_rows(np.char.add(pool.keys["subject"].astype(str), "/" + pool.keys["sequence"].astype(str)),
                               pool.keys["frame"])
@@ -187,7 +190,7 @@ def compute_run(run: RunSpec, device: torch.device, progress: Progress, root: Pa
         raise UserError(f"--noise {run.noise}: {error} ({_dataset(run.train_data)}); choose another noise "
                         "type for this dataset") from None
     pool = pool.with_labels(noisy_labels)  # noise hits the training folds only; test labels stay clean
-    test = run_frames(run.test_data, run.test_subjects, run.aus, root)
+    test = run_frames(run.test_data, run.test_subjects, run.aus, root, execution.data)
     train, val = _selection_split(run, pool, test)
     _check_batches(run, train)
     data_s = time.perf_counter() - started
@@ -222,7 +225,9 @@ def compute_run(run: RunSpec, device: torch.device, progress: Progress, root: Pa
                            "train_images_per_s": info.get("images_seen", 0) / max(train_s, 1e-9),
                            "frames": {"train": len(train), "val": 0 if val is None else len(val), "test": len(test)},
                            "training": info, "init": {**recipe.init_provenance, "weights": run.init_hash},
-                           "execution": recipe.ctx.execution_record()},
+                           "execution": recipe.ctx.execution_record(),
+                           "data_loading": {"budget_gib": execution.data.budget_bytes() / 2**30,
+                                            "train": pool.images.describe(), "test": test.images.describe()}},
         per_au=per_au, embeddings=_test_embeddings(recipe, test, run) if keep_embeddings else None,
         test_labels=test.labels if keep_embeddings else None,
     )
@@ -302,6 +307,16 @@ def _test_embeddings(recipe: Recipe, test: FrameSet, run: RunSpec) -> np.ndarray
     return torch.nn.functional.normalize(features, dim=-1).numpy()  # = AUEncoder.embed
 
 
+def follow(runs: list[RunSpec], device: torch.device, root: Path | None = None, keep_embeddings: bool = False,
+           execution: ExecutionOptions = ExecutionOptions()) -> None:
+    """What a rank other than 0 of a distributed run (torchrun) does while rank 0 runs `execute` on the same plan:
+    compute each run rank 0 computes, with it (training is shared; evaluation is repeated on every rank), and
+    leave the store, its locks and all reporting to rank 0."""
+    for run in runs:
+        if distributed.agree(None):
+            compute_outcome(run, device, Progress(), data_root(root), keep_embeddings, execution)
+
+
 def _kept(store: ResultStore, run: RunSpec, redo: bool, keep_embeddings: bool = False) -> bool:
     """Whether a run is done and stays so: not asked to redo, its stored predictions are intact and, when
     embeddings are to be kept, its kept embeddings too."""
@@ -325,10 +340,13 @@ def execute(runs: list[RunSpec], store: ResultStore, device: torch.device, progr
         try:
             lock.acquire(timeout=0)
         except Timeout:
+            distributed.agree(False)
             outcome = RunOutcome(run, "skipped", error="running in another process")
         else:
             try:  # checked again under the lock: another process may have finished it meanwhile
-                if _kept(store, run, redo, keep_embeddings):
+                kept = _kept(store, run, redo, keep_embeddings)
+                distributed.agree(not kept)  # the other ranks of a distributed run compute it with this one
+                if kept:
                     outcome = RunOutcome(run, "skipped", error="already done")
                 else:
                     was_done = store.status(run.run_id) == "done"

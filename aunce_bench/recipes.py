@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aunce_bench.data.loaders import FrameSet
+from aunce_bench.data.loaders import FrameSet, in_order
 from aunce_bench.models import AUEncoder, PerAULinear
 from aunce_bench.models.init import load_backbone
 from aunce_bench.registry import CONTRASTIVE_LOSSES, PAIR_LOSSES, SUPERVISED_LOSSES, loss, register_recipe
@@ -105,8 +105,9 @@ class _LinearProbe:
     def probe(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
         crop, ctx = self.run.crop_size, self.ctx
         ctx.prepare(self.encoder)  # frozen_probe trains nothing before this: its encoder is still as it was built
-        recalibrate_batchnorm(self.encoder, train, crop, ctx)
-        features = extract_features(self.encoder, train, crop, ctx)
+        train_batches = in_order(train, ctx.device)  # made once: two passes share its decoding workers
+        recalibrate_batchnorm(self.encoder, train_batches, crop, ctx)
+        features = extract_features(self.encoder, train_batches, crop, ctx)
         val_features = extract_features(self.encoder, val, crop, ctx) if val is not None else None
         self.head, info = train_probe(features, train.labels, val_features, None if val is None else val.labels,
                                       self.run.method.probe, self.run.decision_threshold, self.ctx)

@@ -43,7 +43,8 @@ def test_a_bf16_run_learns_records_its_precision_and_has_the_fp32_run_id(tiny_sp
     training = stored["provenance"]["training"]
     assert np.isfinite(training["final_loss"]) and training["final_loss"] < training["first_loss"]
     assert stored["provenance"]["execution"] == {"precision": "bf16", "channels_last": False, "compile": False,
-                                                 "compiled": False, "compile_error": None, "tf32": False}
+                                                 "compiled": False, "compile_error": None, "tf32": False,
+                                                 "processes": 1}
     fp32_plan = plan_runs(load_method(str(method)), load_protocol(str(protocol)), "quick", [1], [0],
                           NoiseSpec.parse("none"))[0]
     assert stored["run_id"] == fp32_plan.run_id

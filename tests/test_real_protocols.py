@@ -146,7 +146,7 @@ def test_quick_budget_subsamples_sequences_and_resizes(root):
     assert run.train_data["frame_stride"] == 40 and run.train_data["image_size"] == 64
     assert run.test_data["dataset"] == "bp4d" and len(run.data_fingerprint) == 20
     test = run_frames(run.test_data, run.test_subjects, run.aus, root)
-    assert tuple(test.images.shape[1:]) == (3, 64, 64)
+    assert tuple(test.read([0]).shape[1:]) == (3, 64, 64)
     assert len(test) == 13 * 2  # 13 test subjects x 2 sequences, the first of every 40 frames of each
     assert set(test.keys["frame"]) == {2440}
     published = plan_runs(load_method("wce"), load_protocol("bp4d_3fold"), "quick", [1], [0],

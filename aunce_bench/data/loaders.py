@@ -1,12 +1,18 @@
-"""From a FrameIndex to tensors: decoded frame sets in memory, batches, and batched augmentation.
+"""From a FrameIndex to batches: frame sets, where their images come from, and batched augmentation.
 
-Frames are decoded once into a uint8 tensor [N, 3, S, S]; every epoch then draws batches from memory and
-augments them on the training device with kornia (per-sample random parameters, one call per batch).
-Two-view sampling for contrastive training is two independent augmentations of the same batch.
+A FrameSet's images come from an image source: in memory (every selected frame decoded once into a uint8
+tensor [N, 3, S, S]) or streamed (JPEGs decoded per batch by DataLoader worker processes, memory bounded
+whatever the dataset's size). `DataLoading` chooses between them: a frame index whose decoded frames fit the
+memory budget stays in memory. Folds and subsets are row lists over a shared source, never copies. Batches
+arrive on the training device as uint8 and are augmented there with kornia (per-sample random parameters, one
+call per batch); two-view sampling for contrastive training is two independent augmentations of one batch.
+Both sources give the same batches, bit for bit, so the choice changes speed and memory, not results.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -17,51 +23,257 @@ import kornia.augmentation as K
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from aunce_bench.data.index import MISSING_LABEL, FrameIndex
+from aunce_bench.data.workers import process_context
+from aunce_bench.distributed import DistributedEnv, rank_slice
+from aunce_bench.errors import UserError
 
 KEY_COLUMNS = ("subject", "sequence", "frame", "pose_bin")
+LOADING_MODES = ("auto", "memory", "streaming")
+AUTO_BUDGET_SHARE = 0.4  # of the machine's memory, for the decoded frames of one frame index
+DECODE_CHUNK = 1024  # frames decoded at a time into memory
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory, or the cgroup's limit where a container sets a lower one."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+@dataclass(frozen=True)
+class DataLoading:
+    """How a run's frames are read. mode "memory" decodes each frame index's selected frames once into memory;
+    "streaming" decodes them per batch in `workers` DataLoader processes (None: one per spare CPU core, at most 8;
+    0: in the training process); "auto" keeps a frame index in memory when its decoded frames fit
+    `memory_budget_gib` (None: 40% of the machine's memory) and streams it otherwise. Speed and memory only:
+    recorded in the run's provenance, never part of the run id."""
+
+    mode: str = "auto"
+    memory_budget_gib: float | None = None
+    workers: int | None = None
+
+    def check(self) -> None:
+        if self.mode not in LOADING_MODES:
+            raise UserError(f"invalid --data-loading: '{self.mode}'; choose {', '.join(LOADING_MODES)}")
+        if self.memory_budget_gib is not None and self.memory_budget_gib < 0:
+            raise UserError(f"invalid --memory-budget: {self.memory_budget_gib}; give GiB, 0 or more")
+        if self.workers is not None and self.workers < 0:
+            raise UserError(f"invalid --data-workers: {self.workers}; give 0 or more")
+
+    def budget_bytes(self) -> int:
+        if self.memory_budget_gib is not None:
+            return int(self.memory_budget_gib * 2**30)
+        return int(AUTO_BUDGET_SHARE * machine_memory_bytes())
+
+    def decode_workers(self) -> int:
+        if self.workers is not None:
+            return self.workers
+        return min(8, max(1, len(os.sched_getaffinity(0)) - 1))
+
+    def streams(self, decoded_bytes: int) -> bool:
+        """Whether a frame index whose selected frames decode to `decoded_bytes` is streamed."""
+        return self.mode == "streaming" or (self.mode == "auto" and decoded_bytes > self.budget_bytes())
+
+
+class InMemoryImages:
+    """Decoded frames held as one uint8 tensor [N, 3, S, S]."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read(self, rows: np.ndarray) -> torch.Tensor:
+        return self.images[torch.from_numpy(np.asarray(rows))]
+
+    def describe(self) -> dict:
+        return {"mode": "memory", "decoded_gib": self.images.numel() / 2**30}
+
+
+class StreamedImages:
+    """The JPEG-encoded frames of a FrameIndex (memory-mapped Arrow), decoded, and resized to `image_size` when
+    given, as they are read; `workers` DataLoader processes do it while batches train."""
+
+    def __init__(self, frames: datasets.Dataset, image_size: int | None, workers: int, decoded_gib: float):
+        self.encoded = frames.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
+        self.image_size, self.workers, self.decoded_gib = image_size, workers, decoded_gib
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def read(self, rows: np.ndarray) -> torch.Tensor:
+        items = self.encoded[np.asarray(rows).tolist()]["image"] if len(rows) else []
+        images = np.stack([_decode(item["bytes"], self.image_size) for item in items])
+        return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+    def describe(self) -> dict:
+        return {"mode": "streaming", "decoded_gib": self.decoded_gib, "workers": self.workers}
+
+
+ImageSource = InMemoryImages | StreamedImages
 
 
 @dataclass
 class FrameSet:
-    """Decoded frames of some subjects: images uint8 [N, 3, S, S], labels int8 [N, K] (-1 missing) and, where
-    the data has them, the true AU intensities float32 [N, K] (NaN where unknown)."""
+    """Frames of some subjects: the rows `rows` of an image source (a tensor is held in memory), labels int8
+    [N, K] (-1 missing) and, where the data has them, the true AU intensities float32 [N, K] (NaN where unknown)."""
 
-    images: torch.Tensor
+    images: ImageSource | torch.Tensor
     labels: np.ndarray
     keys: dict[str, np.ndarray] = field(default_factory=dict)
     intensities: np.ndarray | None = None
+    rows: np.ndarray | None = None  # of `images`; None: all, in order
+
+    def __post_init__(self) -> None:
+        if isinstance(self.images, torch.Tensor):
+            self.images = InMemoryImages(self.images)
+        if self.rows is None:
+            self.rows = np.arange(len(self.images))
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def with_labels(self, labels: np.ndarray) -> "FrameSet":
-        return FrameSet(self.images, labels, self.keys, self.intensities)
+        return FrameSet(self.images, labels, self.keys, self.intensities, self.rows)
 
     def subset(self, rows: np.ndarray) -> "FrameSet":
-        """The frames at `rows` (indices or a boolean mask)."""
+        """The frames at `rows` (indices or a boolean mask), sharing this set's image source."""
         rows = np.flatnonzero(rows) if rows.dtype == bool else rows
-        return FrameSet(self.images[torch.from_numpy(rows)], self.labels[rows],
-                        {name: values[rows] for name, values in self.keys.items()},
-                        None if self.intensities is None else self.intensities[rows])
+        return FrameSet(self.images, self.labels[rows], {name: values[rows] for name, values in self.keys.items()},
+                        None if self.intensities is None else self.intensities[rows], self.rows[rows])
+
+    def read(self, positions: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 images [n, 3, S, S] of the frames at `positions`, on the CPU."""
+        return self.images.read(self.rows[np.asarray(positions)])
+
+    def batches(self, plan: Iterable[torch.Tensor], device: torch.device) -> "FrameBatches":
+        """(positions, uint8 images on `device`) for each batch of positions `plan` yields, each time it is iterated
+        (see FrameBatches)."""
+        return FrameBatches(self, plan, device)
+
+
+class FrameBatches:
+    """Batches of a FrameSet, iterable once per epoch. From memory they are indexed in this process; streamed
+    frames are decoded by persistent DataLoader workers (forkserver processes with single-threaded OpenCV),
+    prefetching while the model trains, into pinned memory when the device is a GPU."""
+
+    def __init__(self, frames: FrameSet, plan: Iterable[torch.Tensor], device: torch.device):
+        self.frames, self.plan, self.device = frames, plan, device
+        self.loader = None
+        source = frames.images
+        if isinstance(source, StreamedImages):
+            workers = source.workers
+            self.loader = DataLoader(
+                _BatchReader(frames), batch_sampler=plan, collate_fn=_as_is, num_workers=workers,
+                pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                prefetch_factor=4 if workers > 0 else None,
+                multiprocessing_context=process_context() if workers > 0 else None,
+                worker_init_fn=_single_threaded if workers > 0 else None,
+                generator=torch.Generator())  # its own: seeding workers must not draw from the global generator
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches = self.loader if self.loader is not None else ((p, self.frames.read(p)) for p in self.plan)
+        for positions, images in batches:
+            yield positions, images.to(self.device, non_blocking=True)
+
+
+class _BatchReader(torch.utils.data.Dataset):
+    """A FrameSet as a map-style dataset read a batch at a time (`__getitems__`)."""
+
+    def __init__(self, frames: FrameSet):
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitems__(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return positions, self.frames.read(positions)
+
+
+def _as_is(batch):
+    return batch
+
+
+def _single_threaded(_worker: int) -> None:
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+class ShuffledBatches:
+    """A new random order each time it is iterated (drawn from `generator` when the first batch is taken: a
+    DataLoader makes iterators it never uses): batches of `batch_size` positions, the incomplete last one dropped
+    with `drop_last`. With `ranks` (a distributed run), each batch is the global one and this rank takes its
+    slice of it (`distributed.rank_slice`); every rank's generator draws the same order."""
+
+    def __init__(self, count: int, batch_size: int, generator: torch.Generator, drop_last: bool = True,
+                 ranks: DistributedEnv | None = None):
+        self.count, self.batch_size, self.generator, self.drop_last = count, batch_size, generator, drop_last
+        self.part = rank_slice(batch_size, ranks)
+
+    def __len__(self) -> int:
+        return self.count // self.batch_size if self.drop_last else -(-self.count // self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for batch in batch_indices(self.count, self.batch_size, self.generator, drop_last=self.drop_last):
+            yield batch[self.part]
+
+
+def in_order(frames: FrameSet | FrameBatches, device: torch.device, batch_size: int = 256) -> FrameBatches:
+    """Every frame of `frames` in order, in batches of `batch_size` (batches already made are used as they are:
+    made once, they keep their decoding workers across calls)."""
+    if isinstance(frames, FrameBatches):
+        return frames
+    return frames.batches(list(torch.arange(len(frames)).split(batch_size)), device)
+
+
+@lru_cache(maxsize=8)
+def _selection(folder: str, frame_stride: int, pose_bins: tuple[str, ...] | None
+               ) -> tuple[FrameIndex, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The FrameIndex at `folder`, its selected rows (every `frame_stride`-th frame of each sequence, only
+    `pose_bins` when given) and their labels, intensities and keys (cached: the folds of a protocol share them)."""
+    index = FrameIndex.load(Path(folder))
+    keys = {column: np.asarray(index.frames[column]) for column in KEY_COLUMNS}
+    rows = _selected(keys, frame_stride, pose_bins)
+    return (index, rows, index.label_matrix()[rows], index.intensity_matrix()[rows],
+            {column: values[rows] for column, values in keys.items()})
 
 
 @lru_cache(maxsize=4)
 def _decoded(folder: str, frame_stride: int = 1, image_size: int | None = None,
-             pose_bins: tuple[str, ...] | None = None) -> tuple[torch.Tensor, np.ndarray, np.ndarray,
-                                                                dict[str, np.ndarray], FrameIndex]:
-    """Images, labels, intensities and keys of the selected frames of a stored FrameIndex (cached: folds of
-    one protocol share it). Frames are selected before decoding: every `frame_stride`-th frame of each
-    sequence, only `pose_bins` when given; images are resized to `image_size` when given."""
-    index = FrameIndex.load(Path(folder))
-    keys = {column: np.asarray(index.frames[column]) for column in KEY_COLUMNS}
-    rows = _selected(keys, frame_stride, pose_bins)
-    frames = index.frames if len(rows) == len(index) else index.frames.select(rows)
-    raw = frames.cast_column("image", datasets.Image(decode=False))
-    images = np.stack([_decode(item["bytes"], image_size) for item in raw["image"]])
-    return (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), index.label_matrix()[rows],
-            index.intensity_matrix()[rows], {column: values[rows] for column, values in keys.items()}, index)
+             pose_bins: tuple[str, ...] | None = None) -> torch.Tensor:
+    """The selected frames of a FrameIndex (see `_selection`) decoded into memory, resized to `image_size` when
+    given (cached: the folds of a protocol share them)."""
+    index, rows, *_ = _selection(folder, frame_stride, pose_bins)
+    encoded = StreamedImages(index.frames, image_size, 0, 0.0)
+    first = encoded.read(rows[:1])
+    images = torch.empty((len(rows), *first.shape[1:]), dtype=torch.uint8)  # filled in chunks: one copy at most
+    for start in range(0, len(rows), DECODE_CHUNK):
+        images[start:start + DECODE_CHUNK] = encoded.read(rows[start:start + DECODE_CHUNK])
+    return images
+
+
+def _image_source(folder: str, frame_stride: int, image_size: int | None, pose_bins: tuple[str, ...] | None,
+                  loading: DataLoading) -> ImageSource:
+    """The selected frames' images, in memory or streamed as `loading` decides from their decoded size."""
+    index, rows, *_ = _selection(folder, frame_stride, pose_bins)
+    if len(rows) == 0:
+        return InMemoryImages(torch.zeros((0, 3, 1, 1), dtype=torch.uint8))
+    streamed = StreamedImages(index.frames, image_size, loading.decode_workers(), 0.0)
+    height, width = streamed.read(rows[:1]).shape[2:]
+    decoded_gib = len(rows) * 3 * height * width / 2**30
+    if loading.streams(int(decoded_gib * 2**30)):
+        return StreamedImages(index.frames.select(rows), image_size, loading.decode_workers(), decoded_gib)
+    return InMemoryImages(_decoded(folder, frame_stride, image_size, pose_bins))
 
 
 @dataclass
@@ -76,9 +288,9 @@ class DecodedFrames:
 
 
 def decoded_frames(folder: Path) -> DecodedFrames:
-    images, labels, intensities, keys, index = _decoded(str(folder))
+    index, _, labels, intensities, keys = _selection(str(folder), 1, None)
     pose = {name: np.asarray(index.frames[name], dtype=np.float32) for name in ("yaw", "pitch", "roll")}
-    return DecodedFrames(images, labels, intensities, keys, pose)
+    return DecodedFrames(_decoded(str(folder)), labels, intensities, keys, pose)
 
 
 def _selected(keys: dict[str, np.ndarray], frame_stride: int, pose_bins: tuple[str, ...] | None) -> np.ndarray:
@@ -101,15 +313,15 @@ def _decode(data: bytes, size: int | None) -> np.ndarray:
 
 def load_frames(folder: Path, subjects: list[str], aus: list[int], *, frame_stride: int = 1,
                 image_size: int | None = None, pose_bins: list[str] | None = None,
-                occurrence_threshold: float | None = None) -> FrameSet:
+                occurrence_threshold: float | None = None, loading: DataLoading = DataLoading()) -> FrameSet:
     """The frames of `subjects` from the FrameIndex stored at `folder`, labels in `aus` order.
 
-    `frame_stride`, `image_size` and `pose_bins` select and resize frames (see `_decoded`); with
+    `frame_stride`, `image_size` and `pose_bins` select and resize frames (see `_selection`); with
     `occurrence_threshold`, AUs whose intensities the index stores are labelled intensity >= threshold.
-    The intensities of AUs the index has none for are NaN.
+    The intensities of AUs the index has none for are NaN. `loading` decides where the images come from.
     """
-    images, labels, intensities, keys, index = _decoded(str(folder), frame_stride, image_size,
-                                                        None if pose_bins is None else tuple(pose_bins))
+    pose_key = None if pose_bins is None else tuple(pose_bins)
+    index, _, labels, intensities, keys = _selection(str(folder), frame_stride, pose_key)
     columns, levels = [], []
     for au in aus:
         level = (intensities[:, index.intensity_aus.index(au)].astype(np.float32) if au in index.intensity_aus
@@ -119,7 +331,8 @@ def load_frames(folder: Path, subjects: list[str], aus: list[int], *, frame_stri
             columns.append(np.where(level < 0, MISSING_LABEL, level >= occurrence_threshold).astype(np.int8))
         else:
             columns.append(labels[:, index.aus.index(au)])
-    frames = FrameSet(images, np.stack(columns, axis=1), keys, np.stack(levels, axis=1))
+    source = _image_source(str(folder), frame_stride, image_size, pose_key, loading)
+    frames = FrameSet(source, np.stack(columns, axis=1), keys, np.stack(levels, axis=1))
     return frames.subset(np.isin(keys["subject"], subjects))
 
 

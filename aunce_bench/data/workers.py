@@ -1,4 +1,4 @@
-"""Worker processes of the data sources (SynthAU rendering, face preparation)."""
+"""Worker processes of the data sources (SynthAU rendering, face preparation, streamed frame decoding)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,15 @@ import cv2
 # once per process with the worker modules imported, so later pools start fast (spawn where there is none).
 if "forkserver" in multiprocessing.get_all_start_methods():
     _CONTEXT = multiprocessing.get_context("forkserver")
-    _CONTEXT.set_forkserver_preload(["aunce_bench.data.synth.generate", "aunce_bench.data.faces"])
+    _CONTEXT.set_forkserver_preload([
+        "aunce_bench.data.synth.generate", "aunce_bench.data.faces", "aunce_bench.data.loaders"])
 else:
     _CONTEXT = multiprocessing.get_context("spawn")
+
+
+def process_context() -> multiprocessing.context.BaseContext:
+    """How worker processes start (see above); DataLoader workers decoding frames use it too."""
+    return _CONTEXT
 
 
 def process_pool(workers: int) -> Executor:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from aunce_bench import distributed
+from aunce_bench.data.loaders import DataLoading
 from aunce_bench.errors import UserError
 from aunce_bench.models.backbones import TokenBackbone
 from aunce_bench.specs import OptimSpec
@@ -44,17 +46,21 @@ class ExecutionOptions:
 
     precision: "fp32", or "bf16" / "fp16" autocast around forward passes (losses compute in float32; fp16 scales
     its gradients). channels_last: the channels-last memory format for convolutional backbones; None means on
-    CUDA, off on the CPU. compile: torch.compile the image models, falling back to eager with a warning."""
+    CUDA, off on the CPU. compile: torch.compile the image models, falling back to eager with a warning.
+    data: how frames are read (in memory or streamed; see DataLoading)."""
 
     precision: str = "fp32"
     channels_last: bool | None = None
     compile: bool = False
+    data: DataLoading = DataLoading()
 
     def wants_channels_last(self, device: torch.device) -> bool:
         return self.channels_last if self.channels_last is not None else device.type == "cuda"
 
     def check(self, device: torch.device) -> None:
-        """A UserError naming --precision where the precision is unknown or pointless on `device`."""
+        """A UserError naming the option where the precision is unknown or pointless on `device`, or the data
+        loading is invalid."""
+        self.data.check()
         if self.precision not in PRECISIONS:
             raise UserError(f"invalid --precision: '{self.precision}'; choose {', '.join(PRECISIONS)}")
         if self.precision == "fp16" and device.type == "cpu":
@@ -71,11 +77,13 @@ class TrainContext:
     generator: torch.Generator = field(init=False)
     compile_error: str | None = field(init=False, default=None)  # why --compile fell back to eager, if it did
     channels_last_used: bool = field(init=False, default=False)  # whether a backbone runs channels-last
+    ranks: distributed.DistributedEnv | None = field(init=False, default=None)  # torchrun's processes, if several
 
     def __post_init__(self) -> None:
         self.execution.check(self.device)
         torch.manual_seed(self.seed)  # model initialisation and kornia's augmentation draws
-        self.generator = torch.Generator().manual_seed(self.seed)  # batch order and loss draws
+        self.generator = torch.Generator().manual_seed(self.seed)  # batch order and loss draws: alike on all ranks
+        self.ranks = distributed.joined()
         if self.device.type == "cuda" and torch.cuda.get_device_capability(self.device) >= (8, 0):
             torch.backends.cuda.matmul.allow_tf32 = True  # Ampere and later: TF32 tensor cores for float32
             torch.backends.cudnn.allow_tf32 = True
@@ -95,6 +103,15 @@ class TrainContext:
             except Exception as error:  # e.g. a Python version Dynamo does not support
                 self.compile_failed(error)
         return model
+
+    def distribute(self, model: nn.Module) -> nn.Module:
+        """The module to train: under torchrun with several processes, `model` with its BatchNorms computing global
+        batch statistics, in DistributedDataParallel, and each rank drawing its own augmentations from here on;
+        `model` itself otherwise. Only calls of the returned module's forward synchronise gradients."""
+        if self.ranks is None:
+            return model
+        torch.manual_seed(self.seed + 1_000_003 * self.ranks.rank)
+        return distributed.wrap_ddp(distributed.sync_batchnorm(model, self.device), self.ranks, self.device)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast to the run's precision (a no-op for fp32); put forward passes in it, not the losses."""
@@ -117,7 +134,8 @@ class TrainContext:
         return {"precision": self.execution.precision, "channels_last": self.channels_last_used,
                 "compile": self.execution.compile, "compiled": self.execution.compile and self.compile_error is None,
                 "compile_error": self.compile_error,
-                "tf32": self.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32}
+                "tf32": self.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32,
+                "processes": 1 if self.ranks is None else self.ranks.world_size}
 
 
 class _CompiledForward:
@@ -162,14 +180,16 @@ def ensure_finite(loss: torch.Tensor, stage: str, epoch: int, batch: int) -> Non
 def optimisation_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
                       scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, stage: str,
                       epoch: int, batch: int) -> float:
-    """Check the loss, back-propagate (scaled for fp16), step optimiser and schedule; returns the loss value."""
-    ensure_finite(loss, stage, epoch, batch)
+    """Check the loss, back-propagate (scaled for fp16), step optimiser and schedule; returns the loss value (its
+    mean over the ranks of a distributed run, so that every rank agrees on it)."""
+    value = distributed.mean_over_ranks(loss.detach())
+    ensure_finite(value, stage, epoch, batch)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
-    return loss.item()
+    return value.item()
 
 
 class BestState:

@@ -7,13 +7,25 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from aunce_bench.data.loaders import FrameSet, batch_indices, contrastive_transform
+from aunce_bench.data.loaders import FrameSet, ShuffledBatches, contrastive_transform
+from aunce_bench.distributed import gather, gather_with_grad
 from aunce_bench.models.backbones import input_normalisation
 from aunce_bench.specs import OptimSpec
 from aunce_bench.training.common import TrainContext, make_optimizer, make_scheduler, optimisation_step
 
 # (z1 [B,K,D], z2 [B,K,D], labels [B,K], generator) -> scalar loss
 ContrastiveLoss = Callable[..., torch.Tensor]
+
+
+class _Embedding(torch.nn.Module):
+    """`encoder.embed` as a module's forward (DistributedDataParallel synchronises calls of forward only)."""
+
+    def __init__(self, encoder: torch.nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder.embed(images)
 
 
 def pretrain_contrastive(encoder: torch.nn.Module, train: FrameSet, spec: OptimSpec, loss_fn: ContrastiveLoss,
@@ -25,17 +37,20 @@ def pretrain_contrastive(encoder: torch.nn.Module, train: FrameSet, spec: OptimS
     optimizer = make_optimizer(encoder.parameters(), spec)
     scheduler = make_scheduler(optimizer, spec, len(train) // spec.batch_size)
     scaler = ctx.grad_scaler()
-    ctx.progress.stage("contrastive pretraining", spec.epochs, len(train) // spec.batch_size)
+    embed = ctx.distribute(_Embedding(encoder))
+    batches = train.batches(ShuffledBatches(len(train), spec.batch_size, ctx.generator, ranks=ctx.ranks), device)
+    ctx.progress.stage("contrastive pretraining", spec.epochs, len(batches))
     first_epoch_loss = None
     for epoch in range(spec.epochs):
         encoder.train()
         losses = []
-        for step, index in enumerate(batch_indices(len(train), spec.batch_size, ctx.generator, drop_last=True)):
-            images = train.images[index].to(device)
+        for step, (index, images) in enumerate(batches):
             views = torch.cat([augment(images), augment(images)])  # two independent views, one forward pass
             with ctx.autocast():
-                z1, z2 = encoder.embed(views).chunk(2)
+                z1, z2 = embed(views).chunk(2)
             labels = torch.from_numpy(train.labels[index.numpy()]).to(device)
+            # the loss sees the global batch: every rank's embeddings, in rank order, with their gradients
+            z1, z2, labels = gather_with_grad(z1), gather_with_grad(z2), gather(labels)
             loss = loss_fn(z1, z2, labels, generator=ctx.generator)
             losses.append(optimisation_step(loss, optimizer, scheduler, scaler, "contrastive pretraining", epoch,
                                             step))

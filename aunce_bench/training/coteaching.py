@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from aunce_bench.data.loaders import FrameSet, batch_indices, supervised_transform
+from aunce_bench.data.loaders import FrameSet, ShuffledBatches, in_order, supervised_transform
+from aunce_bench.distributed import mean_over_ranks
 from aunce_bench.losses import class_weights
 from aunce_bench.models.backbones import input_normalisation
 from aunce_bench.specs import OptimSpec
@@ -33,20 +34,24 @@ def train_coteaching(model_a: nn.Module, model_b: nn.Module, train: FrameSet, va
     schedulers = [make_scheduler(optimizer, spec, steps) for optimizer in optimizers]
     scaler = ctx.grad_scaler()  # one scaler for both optimisers: one backward pass of the summed losses
     best = BestState(*models)
+    trained_a, trained_b = ctx.distribute(model_a), ctx.distribute(model_b)
+    batches = train.batches(ShuffledBatches(len(train), spec.batch_size, ctx.generator, ranks=ctx.ranks), device)
+    val_batches = None if val is None else in_order(val, device)
     ctx.progress.stage("co-teaching", spec.epochs, steps)
     epoch_losses = []
     for epoch in range(spec.epochs):
         for model in models:
             model.train()
         losses = []
-        for step, index in enumerate(batch_indices(len(train), spec.batch_size, ctx.generator, drop_last=True)):
-            images = augment(train.images[index].to(device))
+        for step, (index, images) in enumerate(batches):
+            images = augment(images)
             labels = torch.from_numpy(train.labels[index.numpy()]).to(device)
             with ctx.autocast():
-                logits_a, logits_b = model_a(images), model_b(images)
+                logits_a, logits_b = trained_a(images), trained_b(images)
             loss_a, loss_b = loss_fn(logits_a, logits_b, labels, weights, epoch)
-            for loss in (loss_a, loss_b):
-                ensure_finite(loss, "co-teaching", epoch, step)
+            values = [mean_over_ranks(loss.detach()) for loss in (loss_a, loss_b)]  # alike on every rank
+            for value in values:
+                ensure_finite(value, "co-teaching", epoch, step)
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
             # the two networks share no parameter: each gets its own loss's gradient
@@ -55,12 +60,12 @@ def train_coteaching(model_a: nn.Module, model_b: nn.Module, train: FrameSet, va
                 scaler.step(optimizer)
                 scheduler.step()
             scaler.update()
-            losses.append(loss_a.item())
+            losses.append(values[0].item())
             ctx.progress.batch(losses[-1])
         summary = {"loss": float(np.mean(losses))}
         epoch_losses.append(summary["loss"])
         if val is not None:
-            probabilities = torch.sigmoid(predict_logits(model_a, val, crop, ctx)).numpy()
+            probabilities = torch.sigmoid(predict_logits(model_a, val_batches, crop, ctx)).numpy()
             summary["val_f1"] = validation_f1(probabilities, val.labels, threshold)
             best.offer(summary["val_f1"], epoch)
         ctx.progress.epoch(epoch, summary)

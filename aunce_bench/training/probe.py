@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from aunce_bench.data.loaders import FrameSet, batch_indices, eval_transform
+from aunce_bench.data.loaders import FrameBatches, FrameSet, batch_indices, eval_transform, in_order
 from aunce_bench.models.backbones import input_normalisation
 from aunce_bench.losses import class_weights, weighted_softmax_ce
 from aunce_bench.models import PerAULinear
@@ -15,22 +15,22 @@ from aunce_bench.training.supervised import validation_f1
 
 
 @torch.no_grad()
-def extract_features(encoder: torch.nn.Module, frames: FrameSet, crop: int, ctx: TrainContext,
-                     batch_size: int = 256) -> torch.Tensor:
+def extract_features(encoder: torch.nn.Module, frames: FrameSet | FrameBatches, crop: int, ctx: TrainContext
+                     ) -> torch.Tensor:
     """Frozen node features [N, K, D] (eval mode, centre crop, the run's precision), float32 on the CPU."""
     encoder.eval()
     transform = eval_transform(crop, *input_normalisation(encoder)).to(ctx.device)
     features = []
-    for i in range(0, len(frames), batch_size):
-        images = transform(frames.images[i:i + batch_size].to(ctx.device))
+    for _, images in in_order(frames, ctx.device):
+        images = transform(images)
         with ctx.autocast():
             features.append(encoder(images).float().cpu())
     return torch.cat(features)
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(encoder: torch.nn.Module, frames: FrameSet, crop: int, ctx: TrainContext,
-                          batch_size: int = 256) -> None:
+def recalibrate_batchnorm(encoder: torch.nn.Module, frames: FrameSet | FrameBatches, crop: int, ctx: TrainContext
+                          ) -> None:
     """Re-estimate BatchNorm statistics on un-augmented training frames.
 
     Contrastive pretraining leaves running statistics of heavily augmented views (colour jitter, grayscale,
@@ -44,8 +44,8 @@ def recalibrate_batchnorm(encoder: torch.nn.Module, frames: FrameSet, crop: int,
         m.momentum = None  # cumulative average over all batches
     encoder.train()
     transform = eval_transform(crop, *input_normalisation(encoder)).to(ctx.device)
-    for i in range(0, len(frames), batch_size):
-        images = transform(frames.images[i:i + batch_size].to(ctx.device))
+    for _, images in in_order(frames, ctx.device):
+        images = transform(images)
         with ctx.autocast():
             encoder(images)
     for m, momentum in zip(norms, momenta):

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from aunce_bench.data.loaders import FrameSet, batch_indices, eval_transform, supervised_transform
+from aunce_bench.data.loaders import (FrameBatches, FrameSet, ShuffledBatches, eval_transform, in_order,
+                                      supervised_transform)
 from aunce_bench.models.backbones import input_normalisation
 from aunce_bench.losses import class_weights
 from aunce_bench.metrics import au_metrics, mean_f1
@@ -19,14 +20,13 @@ LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, frames: FrameSet, crop: int, ctx: TrainContext,
-                   batch_size: int = 256) -> torch.Tensor:
+def predict_logits(model: nn.Module, frames: FrameSet | FrameBatches, crop: int, ctx: TrainContext) -> torch.Tensor:
     """Model outputs for every frame (eval mode, centre crop, the run's precision), float32 on the CPU."""
     model.eval()
     transform = eval_transform(crop, *input_normalisation(model)).to(ctx.device)
     outputs = []
-    for i in range(0, len(frames), batch_size):
-        images = transform(frames.images[i:i + batch_size].to(ctx.device))
+    for _, images in in_order(frames, ctx.device):
+        images = transform(images)
         with ctx.autocast():
             outputs.append(model(images).float().cpu())
     return torch.cat(outputs)
@@ -48,24 +48,27 @@ def train_supervised(model: nn.Module, train: FrameSet, val: FrameSet | None, sp
     scheduler = make_scheduler(optimizer, spec, len(train) // spec.batch_size)
     scaler = ctx.grad_scaler()
     best = BestState(model)
-    ctx.progress.stage("supervised", spec.epochs, len(train) // spec.batch_size)
+    trained = ctx.distribute(model)
+    batches = train.batches(ShuffledBatches(len(train), spec.batch_size, ctx.generator, ranks=ctx.ranks), device)
+    val_batches = None if val is None else in_order(val, device)
+    ctx.progress.stage("supervised", spec.epochs, len(batches))
     epoch_losses = []
     for epoch in range(spec.epochs):
         model.train()
         losses = []
-        for step, index in enumerate(batch_indices(len(train), spec.batch_size, ctx.generator, drop_last=True)):
-            images = augment(train.images[index].to(device))
+        for step, (index, images) in enumerate(batches):
+            images = augment(images)
             labels = torch.from_numpy(train.labels[index.numpy()]).to(device)
             extra = {"index": index} if getattr(loss_fn, "per_frame", False) else {}  # stateful losses (ELR)
             with ctx.autocast():
-                logits = model(images)
+                logits = trained(images)
             loss = loss_fn(logits, labels, weights, **extra)
             losses.append(optimisation_step(loss, optimizer, scheduler, scaler, "supervised training", epoch, step))
             ctx.progress.batch(losses[-1])
         summary = {"loss": float(np.mean(losses))}
         epoch_losses.append(summary["loss"])
         if val is not None:
-            probabilities = torch.sigmoid(predict_logits(model, val, crop, ctx)).numpy()
+            probabilities = torch.sigmoid(predict_logits(model, val_batches, crop, ctx)).numpy()
             summary["val_f1"] = validation_f1(probabilities, val.labels, threshold)
             best.offer(summary["val_f1"], epoch)
         ctx.progress.epoch(epoch, summary)
