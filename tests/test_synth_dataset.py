@@ -1,5 +1,9 @@
-"""SynthAU FrameIndex generation: schema, determinism, caching, pose bins, gallery."""
+"""SynthAU FrameIndex generation: schema, determinism, caching, temporary Arrow caches, pose bins, gallery."""
 
+import importlib
+import tempfile
+
+import datasets
 import numpy as np
 import pytest
 from PIL import Image
@@ -82,6 +86,29 @@ def test_cache_reuses_a_complete_index_and_ignores_a_partial_one(tmp_path):
     (folder / MARKER_FILE).unlink()
     with pytest.raises(UserError, match="not a complete frame index"):
         FrameIndex.load(folder)
+
+
+def test_generation_leaves_no_arrow_cache_behind(tmp_path, monkeypatch):
+    """The rows are written to a temporary Arrow cache beside the output folder (or in the temporary folder),
+    removed once the index is saved or an error stops the writer; the user's HF datasets cache stays empty."""
+    hf_cache, temporary = tmp_path / "hf", tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(hf_cache))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", hf_cache)
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    config = SynthConfig(subjects=2, sequences_per_subject=1, frames_per_sequence=20, frame_stride=10, image_size=32)
+    index, folder, _ = load_or_generate(config, tmp_path / "data" / "set", workers=1)
+    assert len(generate(config, workers=1)) == len(index) == 4
+    assert sorted(path.name for path in folder.parent.iterdir()) == ["set", "set.lock"]
+
+    def unreadable(*args):
+        raise UserError("renderer out of order")
+
+    monkeypatch.setattr(importlib.import_module("aunce_bench.data.synth.generate"), "_render_subject", unreadable)
+    with pytest.raises(UserError, match="renderer out of order"):  # itself, not wrapped by datasets
+        load_or_generate(config, tmp_path / "data" / "other", workers=1)
+    assert sorted(path.name for path in folder.parent.iterdir()) == ["other.lock", "set", "set.lock"]
+    assert not hf_cache.exists() and not any(temporary.iterdir())
 
 
 def test_content_hash_covers_the_resolved_config():

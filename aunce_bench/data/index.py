@@ -6,7 +6,8 @@ source dataset. On disk a FrameIndex is a `save_to_disk` folder plus `frame_inde
 a folder without it was interrupted and is never loaded as complete. The marker records the sha256 of every
 file under `frames/`, checked on each load, and the command that writes the folder again. Writers hold a
 lock beside the folder (`<folder>.lock`) and never delete a complete folder in place: a replaced one is
-renamed aside first, so a reader that opened its files keeps them.
+renamed aside first, so a reader that opened its files keeps them. Writers build the table row by row
+(`arrow_table`), so no list of all images is ever held in memory.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,10 +92,9 @@ class FrameIndex:
                 raise UserError(f"{path} holds files that are not a frame index; choose another output folder")
             staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
             aside = None
-            progress_bars = not datasets.utils.are_progress_bars_disabled()
-            datasets.disable_progress_bars()  # callers show their own progress
             try:
-                self.frames.save_to_disk(str(staging / FRAMES_FOLDER))
+                with _progress_bars_off():
+                    self.frames.save_to_disk(str(staging / FRAMES_FOLDER))
                 marker = {"name": self.name, "aus": list(self.aus), "intensity_aus": list(self.intensity_aus),
                           "rows": len(self), "metadata": self.metadata, "files": _file_hashes(staging),
                           "rebuild": rebuild}
@@ -106,8 +108,6 @@ class FrameIndex:
                 shutil.rmtree(staging, ignore_errors=True)
                 if aside is not None:
                     shutil.rmtree(aside, ignore_errors=True)
-                if progress_bars:
-                    datasets.enable_progress_bars()
 
     @classmethod
     def load(cls, path: Path, rebuild: str | None = None) -> "FrameIndex":
@@ -133,6 +133,47 @@ class FrameIndex:
         if len(frames) != marker["rows"]:
             raise UserError(f"{path / FRAMES_FOLDER}: {len(frames)} rows, its marker says {marker['rows']}; {how}")
         return cls(frames, tuple(marker["aus"]), tuple(marker["intensity_aus"]), marker["name"], marker["metadata"])
+
+
+@contextmanager
+def arrow_table(rows: Callable[[], Iterator[dict]], features: datasets.Features,
+                folder: Path | None = None) -> Iterator[datasets.Dataset]:
+    """The table of the rows that `rows()` yields, one at a time: `Dataset.from_generator` writes them to Arrow
+    files a batch at a time in a fresh temporary cache beside `folder` (the FrameIndex folder about to be written,
+    so on the same disk), memory-mapped and removed when the block exits: save the table inside the block.
+    Without `folder` the cache is in the system's temporary folder and the table is read into memory, usable
+    after the block. The cache is never the user's HF cache and never reused: its fingerprint is random, so
+    nothing is hashed (`rows` may hold a process pool) and nothing stale comes back. A UserError raised while
+    generating comes out as itself, not wrapped by `datasets`."""
+    if folder is not None:
+        Path(folder).parent.mkdir(parents=True, exist_ok=True)
+    cache = tempfile.mkdtemp(prefix=f".{Path(folder).name}.arrow-" if folder else "aunce-bench-arrow-",
+                             dir=None if folder is None else Path(folder).parent)
+    try:
+        with _progress_bars_off():
+            try:
+                table = datasets.Dataset.from_generator(
+                    rows, features=features, cache_dir=cache, keep_in_memory=folder is None,
+                    fingerprint=datasets.fingerprint.generate_random_fingerprint())
+            except datasets.exceptions.DatasetGenerationError as error:
+                if isinstance(error.__cause__, UserError):
+                    raise error.__cause__ from None
+                raise
+        yield table
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+@contextmanager
+def _progress_bars_off() -> Iterator[None]:
+    """HF datasets' progress bars off inside the block: callers show their own progress."""
+    enabled = not datasets.utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
 
 
 def writer_lock(path: Path) -> FileLock:

@@ -17,16 +17,16 @@ import re
 import shlex
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 
-
 from aunce_bench.data.faces import OUTPUT_SIZE, cascades, process_unit
 from aunce_bench.data.formats import get_format
 from aunce_bench.data.formats.common import Scan
-from aunce_bench.data.index import FrameIndex, frame_features, is_complete, writer_lock
+from aunce_bench.data.index import FrameIndex, arrow_table, frame_features, is_complete, writer_lock
 from aunce_bench.paths import check_writable
 from aunce_bench.data.workers import process_pool
 from aunce_bench.errors import UserError
@@ -74,10 +74,10 @@ def prepare(format_name: str, root: Path, *, data_root: Path, images: Path | Non
     with writer_lock(out):
         if is_complete(out) and not force:  # another process prepared it while this one waited
             return Prepared(FrameIndex.load(out, rebuild), out, True, time.perf_counter() - started)
-        index = _build(scan, dataset, align, workers or os.cpu_count() or 1, progress)
-        index.metadata.update({"format": format_name, "root": str(root.resolve()), "images": str(images.resolve()),
-                               "occurrence_threshold": threshold})
-        index.save(out, rebuild)
+        with _built(scan, dataset, align, workers or os.cpu_count() or 1, progress, out) as index:
+            index.metadata.update({"format": format_name, "root": str(root.resolve()),
+                                   "images": str(images.resolve()), "occurrence_threshold": threshold})
+            index.save(out, rebuild)
     return Prepared(FrameIndex.load(out, rebuild), out, False, time.perf_counter() - started)
 
 
@@ -92,48 +92,52 @@ def _prepare_command(format_name: str, root: Path, images: Path, out: Path, alig
     return shlex.join([*words, "--force"])
 
 
-def _build(scan: Scan, dataset: str, align: bool, workers: int,
-           progress: Callable[[int, int], None] | None) -> FrameIndex:
+@contextmanager
+def _built(scan: Scan, dataset: str, align: bool, workers: int, progress: Callable[[int, int], None] | None,
+           folder: Path) -> Iterator[FrameIndex]:
+    """The FrameIndex of `scan`, written row by row into Arrow files beside `folder` and valid inside the block
+    (see `arrow_table`): it holds one sequence's crops at a time (and those workers cropped ahead of the writer)."""
     units = [unit for unit in scan.units if len(unit)]
     if not units:
         raise UserError(f"no labelled frames with images found for {dataset} ({scan.files} annotation files read, "
                         f"{scan.without_image} labelled frames without an image)")
-    columns: dict[str, list] = {key: [] for key in frame_features(0, 0)}
     counts: Counter = Counter()
     digest = hashlib.sha256()
-    with process_pool(workers) as pool:
-        for done, (unit, (crops, unit_counts)) in enumerate(
-                zip(units, pool.map(process_unit, units, repeat(align), repeat(OUTPUT_SIZE))), start=1):
-            counts.update(unit_counts)
-            for row, image in enumerate(crops):
-                if image is None:
-                    continue
-                values = {"image": {"bytes": image, "path": None}, "labels": unit.labels[row],
-                          "intensities": unit.intensities[row], "subject": unit.subject, "sequence": unit.sequence,
-                          "frame": unit.frames[row], "yaw": 0.0, "pitch": 0.0, "roll": 0.0,
-                          "pose_bin": unit.pose_bin, "dataset": dataset}
-                for key, value in values.items():
-                    columns[key].append(value)
-                digest.update(repr([values[k] for k in ("subject", "sequence", "frame", "pose_bin", "labels",
-                                                         "intensities")]).encode())
-                digest.update(image)
-            if progress:
-                progress(done, len(units))
-    if not columns["frame"]:
-        raise UserError(f"no frame of {dataset} could be read (every image or video frame was unreadable)")
-    import datasets  # deferred: heavy import, only needed once frames exist
+    subjects: set[str] = set()
+    pose_bins: set[str] = set()
 
-    frames = datasets.Dataset.from_dict(columns, features=frame_features(len(scan.aus), len(scan.intensity_aus)))
-    subjects = sorted(set(columns["subject"]))
-    metadata = {
-        "source": "prepared", "prepare_version": PREPARE_VERSION, "fingerprint": digest.hexdigest(),
-        "subjects": subjects, "sequences": len({(u.subject, u.sequence, u.pose_bin) for u in units}),
-        "partitions": {name: [s for s in members if s in subjects] for name, members in scan.partitions.items()},
-        "pose_bins": sorted(set(columns["pose_bin"])), "align": align, "size": OUTPUT_SIZE,
-        "faces": {key: counts.get(key, 0) for key in ("detected", "eyes_levelled", "previous_box", "centre_crop")},
-        "skipped": {"unreadable": counts.get("unreadable", 0), "without_image": scan.without_image,
-                    "unlabelled": scan.unlabelled},
-        "annotation_files": scan.files,
-    }
-    return FrameIndex(frames, scan.aus, scan.intensity_aus, dataset, metadata)
+    def rows() -> Iterator[dict]:
+        with process_pool(workers) as pool:
+            for done, (unit, (crops, unit_counts)) in enumerate(
+                    zip(units, pool.map(process_unit, units, repeat(align), repeat(OUTPUT_SIZE))), start=1):
+                counts.update(unit_counts)
+                for row, image in enumerate(crops):
+                    if image is None:
+                        continue
+                    values = {"image": {"bytes": image, "path": None}, "labels": unit.labels[row],
+                              "intensities": unit.intensities[row], "subject": unit.subject,
+                              "sequence": unit.sequence, "frame": unit.frames[row], "yaw": 0.0, "pitch": 0.0,
+                              "roll": 0.0, "pose_bin": unit.pose_bin, "dataset": dataset}
+                    digest.update(repr([values[k] for k in ("subject", "sequence", "frame", "pose_bin", "labels",
+                                                             "intensities")]).encode())
+                    digest.update(image)
+                    subjects.add(unit.subject)
+                    pose_bins.add(unit.pose_bin)
+                    yield values
+                if progress:
+                    progress(done, len(units))
+        if not subjects:
+            raise UserError(f"no frame of {dataset} could be read (every image or video frame was unreadable)")
 
+    with arrow_table(rows, frame_features(len(scan.aus), len(scan.intensity_aus)), folder) as frames:
+        metadata = {
+            "source": "prepared", "prepare_version": PREPARE_VERSION, "fingerprint": digest.hexdigest(),
+            "subjects": sorted(subjects), "sequences": len({(u.subject, u.sequence, u.pose_bin) for u in units}),
+            "partitions": {name: [s for s in members if s in subjects] for name, members in scan.partitions.items()},
+            "pose_bins": sorted(pose_bins), "align": align, "size": OUTPUT_SIZE,
+            "faces": {key: counts.get(key, 0) for key in ("detected", "eyes_levelled", "previous_box", "centre_crop")},
+            "skipped": {"unreadable": counts.get("unreadable", 0), "without_image": scan.without_image,
+                        "unlabelled": scan.unlabelled},
+            "annotation_files": scan.files,
+        }
+        yield FrameIndex(frames, scan.aus, scan.intensity_aus, dataset, metadata)

@@ -13,7 +13,8 @@ import hashlib
 import json
 import os
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -210,33 +211,43 @@ def _subject_frames(config: SynthConfig, subject: int) -> tuple[list[_FrameJob],
     return jobs, rows
 
 
-def generate(config: SynthConfig, workers: int | None = None,
-             progress: Callable[[int, int], None] | None = None) -> FrameIndex:
-    """Render a SynthAU FrameIndex in memory; `progress(done, total)` is called per subject."""
-    import datasets
-
-    from aunce_bench.data.index import FrameIndex, frame_features
+@contextmanager
+def generated(config: SynthConfig, workers: int | None = None,
+              progress: Callable[[int, int], None] | None = None,
+              folder: Path | None = None) -> Iterator[FrameIndex]:
+    """Render a SynthAU FrameIndex row by row into Arrow files beside `folder`, valid inside the block (see
+    `arrow_table`): it holds one subject's images at a time (and those workers rendered ahead of the writer).
+    `progress(done, total)` is called per subject."""
+    from aunce_bench.data.index import FrameIndex, arrow_table, frame_features
 
     config = config.resolved()
     profile: Profile = PROFILES[config.profile]
     workers = max(1, workers or os.cpu_count() or 1)
-    columns: dict[str, list] = {key: [] for key in frame_features(0, 0)}
     planned = [_subject_frames(config, subject) for subject in range(config.subjects)]
-    with process_pool(workers) as pool:
-        rendered = pool.map(_render_subject, [config] * config.subjects, range(config.subjects),
-                            [jobs for jobs, _ in planned])
-        for subject, ((_, rows), images) in enumerate(zip(planned, rendered)):
-            columns["image"].extend({"bytes": image, "path": None} for image in images)
-            for key, values in rows.items():
-                columns[key].extend(values)
-            columns["dataset"].extend([profile.dataset_name] * len(images))
-            if progress:
-                progress(subject + 1, config.subjects)
+
+    def rows() -> Iterator[dict]:
+        with process_pool(workers) as pool:
+            rendered = pool.map(_render_subject, [config] * config.subjects, range(config.subjects),
+                                [jobs for jobs, _ in planned])
+            for subject, ((_, columns), images) in enumerate(zip(planned, rendered)):
+                for row, image in enumerate(images):
+                    yield {"image": {"bytes": image, "path": None}, "dataset": profile.dataset_name,
+                           **{key: values[row] for key, values in columns.items()}}
+                if progress:
+                    progress(subject + 1, config.subjects)
+
     features = frame_features(len(profile.labels.labelled_aus), len(RENDERED_AUS))
-    frames = datasets.Dataset.from_dict(columns, features=features)
     metadata = {"source": "synthau", "config": config.model_dump(), "fingerprint": config.content_hash(),
                 "generator_version": GENERATOR_VERSION}
-    return FrameIndex(frames, profile.labels.labelled_aus, RENDERED_AUS, profile.dataset_name, metadata)
+    with arrow_table(rows, features, folder) as frames:
+        yield FrameIndex(frames, profile.labels.labelled_aus, RENDERED_AUS, profile.dataset_name, metadata)
+
+
+def generate(config: SynthConfig, workers: int | None = None,
+             progress: Callable[[int, int], None] | None = None) -> FrameIndex:
+    """Render a SynthAU FrameIndex in memory; `progress(done, total)` is called per subject."""
+    with generated(config, workers, progress) as index:
+        return index
 
 
 def default_output(config: SynthConfig) -> Path:
@@ -285,7 +296,8 @@ def load_or_generate(config: SynthConfig, out: Path | None = None, workers: int 
         if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
             raise UserError(f"{out} exists and is not an empty folder; choose another output folder, or pass "
                             "--force to replace an incomplete frame index there")
-        generate(config, workers, progress).save(out, rebuild)
+        with generated(config, workers, progress, out) as index:
+            index.save(out, rebuild)
     return FrameIndex.load(out, rebuild), out, False
 
 
