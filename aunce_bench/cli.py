@@ -424,7 +424,7 @@ _DataLoadingOption = Annotated[str, typer.Option(
     help="where frames are read from: memory (decoded once), streaming (decoded per batch by worker processes), "
          "or auto: memory when a dataset's decoded frames fit --memory-budget; speed only: the run id stays the same")]
 _MemoryBudgetOption = Annotated[Optional[float], typer.Option(
-    help="GiB of decoded frames per dataset that --data-loading auto keeps in memory (default: 40% of this "
+    help="GiB of decoded frames per dataset that --data-loading auto keeps in memory (default: 30% of this "
          "machine's memory)")]
 _DataWorkersOption = Annotated[Optional[int], typer.Option(
     help="processes decoding streamed frames (default: one per spare CPU core, at most 8; 0: none)")]

@@ -9,6 +9,8 @@ crops of 64 px SynthAU frames, batch 64, 12 AUs, init scratch):
     on SynthAU frames: batch sampling, augmentation, the method's loss, optimiser and schedule) and of the bare
     model's forward + backward + optimiser step on pre-made tensors of the same shape. Their ratio is the
     pipeline's efficiency (target: at least 0.85 on 2 cores). aunce's images are both views (128 a step).
+    Frames come from memory; "wce, streamed" reads them as streamed data (one decoding worker process, which
+    shares the cores with training here), its harness call an epoch of 4x the steps with the worker's start-up.
 (b) the bare wce step's images/s in bf16, channels-last and compiled, each relative to fp32 (compiling time is
     printed apart, not counted).
 
@@ -29,6 +31,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from aunce_bench.data.loaders import DataLoading
 from aunce_bench.data.noise import NoiseSpec
 from aunce_bench.data.prepared import data_root
 from aunce_bench.launch import run_frames
@@ -87,11 +90,12 @@ def bare_step(model: torch.nn.Module, forward: Callable, batch: torch.Tensor, ru
     return step
 
 
-def pipeline(method: str, steps: int) -> tuple[Measured, Measured]:
-    """(harness, bare) step functions of `method`'s training loop; the harness call trains `steps` batches."""
+def pipeline(method: str, steps: int, loading: DataLoading = DataLoading("memory")) -> tuple[Measured, Measured]:
+    """(harness, bare) step functions of `method`'s training loop, its frames read as `loading` says; the harness
+    call trains `steps` batches."""
     run = planned(method)
     spec = run.method.train.model_copy(update={"epochs": 1})
-    pool = run_frames(run.train_data, run.train_subjects, run.aus, data_root())
+    pool = run_frames(run.train_data, run.train_subjects, run.aus, data_root(), loading)
     frames = pool.subset(np.arange(steps * spec.batch_size))
     ctx = TrainContext(CPU, 0)
     recipe = get_recipe(run.method.recipe)(run, ctx)
@@ -141,6 +145,8 @@ def main() -> None:
     started = time.perf_counter()
 
     pipelines = {method: pipeline(method, args.steps) for method in ("wce", "aunce")}
+    # an epoch of 4x the steps: the decoding worker starts once per epoch, as in training
+    pipelines["wce, streamed"] = pipeline("wce", 4 * args.steps, DataLoading("streaming", workers=1))
     variants = {name: variant(options) for name, options in VARIANTS.items()}
     for _ in range(args.rounds):
         for harness, bare in pipelines.values():

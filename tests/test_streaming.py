@@ -70,7 +70,7 @@ def test_auto_loading_streams_what_exceeds_the_memory_budget(small_index):
     assert not DataLoading("auto", memory_budget_gib=decoded / 2**30).streams(decoded)
     assert DataLoading("auto", memory_budget_gib=(decoded - 1) / 2**30).streams(decoded)
     assert DataLoading("streaming").streams(0) and not DataLoading("memory").streams(10**15)
-    assert isinstance(_frames(small_index, "auto").images, InMemoryImages)  # a few kB: well within 40% of memory
+    assert isinstance(_frames(small_index, "auto").images, InMemoryImages)  # a few kB: well within 30% of memory
     tight = load_frames(small_index, ["B001"], [1], loading=DataLoading("auto", memory_budget_gib=0.0))
     assert isinstance(tight.images, StreamedImages)
 

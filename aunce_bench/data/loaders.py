@@ -32,7 +32,7 @@ from aunce_bench.errors import UserError
 
 KEY_COLUMNS = ("subject", "sequence", "frame", "pose_bin")
 LOADING_MODES = ("auto", "memory", "streaming")
-AUTO_BUDGET_SHARE = 0.4  # of the machine's memory, for the decoded frames of one frame index
+AUTO_BUDGET_SHARE = 0.3  # of the machine's memory, for the decoded frames of one frame index (a run holds two at most)
 DECODE_CHUNK = 1024  # frames decoded at a time into memory
 
 
@@ -51,7 +51,7 @@ class DataLoading:
     """How a run's frames are read. mode "memory" decodes each frame index's selected frames once into memory;
     "streaming" decodes them per batch in `workers` DataLoader processes (None: one per spare CPU core, at most 8;
     0: in the training process); "auto" keeps a frame index in memory when its decoded frames fit
-    `memory_budget_gib` (None: 40% of the machine's memory) and streams it otherwise. Speed and memory only:
+    `memory_budget_gib` (None: 30% of the machine's memory) and streams it otherwise. Speed and memory only:
     recorded in the run's provenance, never part of the run id."""
 
     mode: str = "auto"
@@ -248,7 +248,7 @@ def _selection(folder: str, frame_stride: int, pose_bins: tuple[str, ...] | None
             {column: values[rows] for column, values in keys.items()})
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=2)  # a run's training and test data; the folds of a protocol share them
 def _decoded(folder: str, frame_stride: int = 1, image_size: int | None = None,
              pose_bins: tuple[str, ...] | None = None) -> torch.Tensor:
     """The selected frames of a FrameIndex (see `_selection`) decoded into memory, resized to `image_size` when
