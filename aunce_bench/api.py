@@ -3,6 +3,7 @@
     import aunce_bench
     runs = aunce_bench.load_results("results.sqlite")                 # one row per run x AU
     runs.groupby(["method", "au"]).f1.mean().unstack()
+    curves = aunce_bench.load_results("results.sqlite", per="epoch")  # one row per run x stage x epoch
     board = aunce_bench.leaderboard("results.sqlite", protocol="synth_bp4d_3fold")
     board[board.kind == "measured"][["method", "selection", "mean_f1", "std_f1"]]
 
@@ -20,7 +21,7 @@ from aunce_bench.errors import UserError
 from aunce_bench.report.aggregate import leaderboards, run_key
 from aunce_bench.report.bootstrap import RESAMPLES
 from aunce_bench.report.exports import board_rows
-from aunce_bench.results import METRIC_FIELDS, STATUSES, ResultStore
+from aunce_bench.results import HISTORY_FIELDS, METRIC_FIELDS, STATUSES, ResultStore
 
 _RUN_COLUMNS = ("run_id", "method", "protocol", "dataset", "budget", "fold", "seed", "noise", "init", "selection",
                 "status", "mean_f1", "chance_f1", "wall_s", "error")
@@ -46,16 +47,21 @@ def _run_row(run: dict) -> dict:
 def load_results(db: str | Path, *, per: str = "au", status: str | None = "done", method: str | None = None,
                  protocol: str | None = None) -> pd.DataFrame:
     """Stored runs as a DataFrame: one row per run x AU (`per="au"`: the run's columns plus au, f1, precision,
-    recall, accuracy, auc, support, positives of the "all" group) or one row per run (`per="run"`). `status`
-    keeps runs of that status (None: every run); `method` and `protocol` filter by name."""
-    if per not in ("au", "run"):
-        raise ValueError(f"per must be 'au' or 'run', got {per!r}")
+    recall, accuracy, auc, support, positives of the "all" group), one row per run (`per="run"`), or one row per
+    run x training stage x epoch (`per="epoch"`: the run's columns plus stage, epoch, loss, lr, val_f1,
+    images_per_s; runs stored before histories were have none). `status` keeps runs of that status (None: every
+    run); `method` and `protocol` filter by name."""
+    if per not in ("au", "run", "epoch"):
+        raise ValueError(f"per must be 'au', 'run' or 'epoch', got {per!r}")
     if status is not None and status not in STATUSES:
         raise ValueError(f"status must be one of {', '.join(STATUSES)} or None, got {status!r}")
     with _open(db) as store:
         runs = store.runs(method=method, protocol=protocol, status=status)
         if per == "run":
             return pd.DataFrame([_run_row(run) for run in runs], columns=_columns())
+        if per == "epoch":
+            rows = [{**_run_row(run), **entry} for run in runs for entry in run["history"]]
+            return pd.DataFrame(rows, columns=_columns(*HISTORY_FIELDS))
         rows = [{**_run_row(run), "au": au, **metrics}
                 for run in runs for au, metrics in store.au_metrics(run["run_id"]).items()]
     return pd.DataFrame(rows, columns=_columns("au", *METRIC_FIELDS))

@@ -465,6 +465,21 @@ def _stored(db: Optional[Path]) -> Path:
 
 
 @app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(help="a stored run's id, or a unique start of it ('aunce-bench results' "
+                                               "lists them)")],
+    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+) -> None:
+    """One stored run: what it was, its per-AU metrics, its training curves (sparklines) and its files."""
+    from aunce_bench.results import ResultStore
+    from aunce_bench.show import find_run, show_run
+
+    with _user_errors():
+        store = ResultStore(_stored(db))
+        show_run(console, store, find_run(store, run_id))
+
+
+@app.command()
 def results(
     db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
     format: Annotated[str, typer.Option(help="json, csv or md")] = "json",

@@ -133,6 +133,7 @@ class RunResult:
     noise_rates: dict[str, dict[str, float]]
     provenance_update: dict
     per_au: dict[str, dict[str, float]]  # as RunOutcome.per_au
+    history: list[dict]  # per epoch of each training stage, the init's pretraining first (see ResultStore.finish_run)
     embeddings: np.ndarray | None = None  # kept test-set embeddings [N, K, D] (unit per AU), with keep_embeddings
     test_labels: np.ndarray | None = None  # their labels [N, K]
 
@@ -228,7 +229,8 @@ def compute_run(run: RunSpec, device: torch.device, progress: Progress, root: Pa
                            "execution": recipe.ctx.execution_record(),
                            "data_loading": {"budget_gib": execution.data.budget_bytes() / 2**30,
                                             "train": pool.images.describe(), "test": test.images.describe()}},
-        per_au=per_au, embeddings=_test_embeddings(recipe, test, run) if keep_embeddings else None,
+        per_au=per_au, history=_init_history(recipe, run) + recipe.ctx.history,
+        embeddings=_test_embeddings(recipe, test, run) if keep_embeddings else None,
         test_labels=test.labels if keep_embeddings else None,
     )
 
@@ -263,7 +265,8 @@ def record_outcome(store: ResultStore, run: RunSpec, computed: RunResult | RunFa
                                                         [f"AU{au}" for au in run.aus])
             store.finish_run(run.run_id, metrics=computed.metrics, mean_f1=computed.mean_f1,
                              chance_f1=computed.chance_f1, wall_s=computed.wall_s, predictions=computed.predictions,
-                             noise_rates=computed.noise_rates, provenance_update={**computed.provenance_update, **kept})
+                             noise_rates=computed.noise_rates, provenance_update={**computed.provenance_update, **kept},
+                             history=computed.history)
             return RunOutcome(run, "done", computed.mean_f1, computed.chance_f1, computed.wall_s, per_au=computed.per_au)
         except Exception as error:
             computed = _failure(error, computed.wall_s)
@@ -298,6 +301,15 @@ def _build_inits(runs: list[RunSpec], device: torch.device, progress: Progress) 
 
     for backbone, crop in sorted({(run.method.model.backbone, run.crop_size) for run in runs if run.init == "synthface"}):
         ensure_synthface(synthface_config(backbone, crop), device, progress)
+
+
+def _init_history(recipe: Recipe, run: RunSpec) -> list[dict]:
+    """The history of the pretraining the run's backbone starts from, where the harness did it (SynthFace)."""
+    if recipe.init_provenance.get("init") != "synthface":
+        return []
+    from aunce_bench.synthface import pretraining_history
+
+    return pretraining_history(run.method.model.backbone, run.crop_size)
 
 
 def _test_embeddings(recipe: Recipe, test: FrameSet, run: RunSpec) -> np.ndarray:

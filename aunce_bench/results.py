@@ -33,13 +33,27 @@ import pyarrow.parquet as pq
 
 from aunce_bench.errors import UserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("running", "done", "failed")
 METRIC_FIELDS = ("f1", "precision", "recall", "accuracy", "auc", "support", "positives")
 COUNT_FIELDS = ("support", "positives")
 NOISE_FIELDS = ("rho_10", "rho_01", "n_flipped")
+HISTORY_FIELDS = ("stage", "epoch", "loss", "lr", "val_f1", "images_per_s")
 BUSY_TIMEOUT_S = 30.0
 
+# Per epoch of each training stage of a run, in the order trained.
+_HISTORY_TABLE = """
+CREATE TABLE IF NOT EXISTS history (
+    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    stage TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    loss REAL,
+    lr REAL,
+    val_f1 REAL,
+    images_per_s REAL,
+    PRIMARY KEY (run_id, stage, epoch)
+)
+"""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -83,9 +97,10 @@ CREATE TABLE IF NOT EXISTS noise_rates (
     n_flipped INTEGER,
     PRIMARY KEY (run_id, au)
 );
-"""
+""" + _HISTORY_TABLE
 # Statements that bring a database of schema version N (the key) to N + 1; a new database gets _SCHEMA.
-_MIGRATIONS = {1: ("ALTER TABLE runs ADD COLUMN predictions_sha256 TEXT",)}  # NULL: stored before checksums
+_MIGRATIONS = {1: ("ALTER TABLE runs ADD COLUMN predictions_sha256 TEXT",),  # NULL: stored before checksums
+               2: (_HISTORY_TABLE,)}  # runs stored before it have no history
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _UNWRITABLE = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR,
@@ -257,7 +272,8 @@ class ResultStore:
             raise
         self._conn.execute("COMMIT")
 
-    def _prediction_path(self, run_id: str) -> Path:
+    def prediction_path(self, run_id: str) -> Path:
+        """Where the run's per-frame test predictions are (Parquet; exists once the run is done)."""
         return self.predictions_dir / f"{run_id}.parquet"
 
     @_one_line_errors
@@ -314,7 +330,7 @@ class ResultStore:
                     _now(),
                 ),
             )
-            self._prediction_path(run_id).unlink(missing_ok=True)
+            self.prediction_path(run_id).unlink(missing_ok=True)
 
     @_one_line_errors
     def finish_run(
@@ -328,11 +344,13 @@ class ResultStore:
         predictions: dict[str, np.ndarray],
         noise_rates: dict[str, dict[str, float]] | None = None,
         provenance_update: dict | None = None,
+        history: list[dict] | None = None,
     ) -> None:
-        """Store predictions, then metrics, noise rates and provenance, and mark the run "done", atomically.
+        """Store predictions, then metrics, noise rates, history and provenance, and mark the run "done", atomically.
 
         `metrics` maps group -> AU name -> {f1, precision, recall, accuracy, auc, support, positives} and
-        must hold group "all"; `provenance_update` is merged (top-level keys) into the stored provenance.
+        must hold group "all"; `provenance_update` is merged (top-level keys) into the stored provenance;
+        `history` holds one {stage, epoch, loss, lr, val_f1, images_per_s} per epoch of each training stage.
         """
         status = self.status(run_id)
         if status != "running":
@@ -358,6 +376,11 @@ class ResultStore:
                     for au, rates in (noise_rates or {}).items()
                 ],
             )
+            conn.executemany(
+                "INSERT INTO history (run_id, stage, epoch, loss, lr, val_f1, images_per_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, str(entry["stage"]), int(entry["epoch"]), *(_real(entry.get(name)) for name in HISTORY_FIELDS[2:]))
+                 for entry in history or []],
+            )
             provenance = json.loads(row["provenance_json"]) | _plain(provenance_update or {})
             conn.execute(
                 "UPDATE runs SET status = 'done', error = NULL, mean_f1 = ?, chance_f1 = ?, wall_s = ?, "
@@ -374,7 +397,7 @@ class ResultStore:
         try:
             pq.write_table(table, tmp)
             sha256 = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
-            os.replace(tmp, self._prediction_path(run_id))
+            os.replace(tmp, self.prediction_path(run_id))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -416,7 +439,8 @@ class ResultStore:
 
         Keys: run_id, method, protocol, dataset, budget, fold, seed, noise, status, mean_f1, per_au_f1 (AU ->
         F1 of group "all", in stored order), chance_f1, wall_s, error, groups (other group -> AU -> F1),
-        noise_rates (AU -> {rho_10, rho_01, n_flipped}), init (backbone initialisation), init_hash (what pins
+        noise_rates (AU -> {rho_10, rho_01, n_flipped}), history (per epoch of each training stage, in order:
+        {stage, epoch, loss, lr, val_f1, images_per_s}), init (backbone initialisation), init_hash (what pins
         its weights), selection, spec, provenance.
         """
         if status is not None and status not in STATUSES:
@@ -440,12 +464,19 @@ class ResultStore:
                 f"SELECT * FROM noise_rates WHERE run_id IN (SELECT run_id FROM runs WHERE {where}) ORDER BY rowid",
                 params,
             ).fetchall()
+            history_rows = conn.execute(
+                f"SELECT * FROM history WHERE run_id IN (SELECT run_id FROM runs WHERE {where}) ORDER BY rowid",
+                params,
+            ).fetchall()
         f1: dict[str, dict[str, dict[str, float | None]]] = {}
         for row in f1_rows:
             f1.setdefault(row["run_id"], {}).setdefault(row["grp"], {})[row["au"]] = row["f1"]
         noise: dict[str, dict[str, dict[str, float | None]]] = {}
         for row in noise_rows:
             noise.setdefault(row["run_id"], {})[row["au"]] = {name: row[name] for name in NOISE_FIELDS}
+        history: dict[str, list[dict]] = {}
+        for row in history_rows:
+            history.setdefault(row["run_id"], []).append({name: row[name] for name in HISTORY_FIELDS})
         result = []
         for row in rows:
             groups = f1.get(row["run_id"], {})
@@ -468,6 +499,7 @@ class ResultStore:
                     "error": row["error"],
                     "groups": {group: per_au for group, per_au in groups.items() if group != "all"},
                     "noise_rates": noise.get(row["run_id"], {}),
+                    "history": history.get(row["run_id"], []),
                     "init": spec.get("method", {}).get("model", {}).get("init") or "scratch",
                     "init_hash": spec.get("init_hash"),
                     "selection": spec.get("selection"),
@@ -505,7 +537,7 @@ class ResultStore:
         Raises FileNotFoundError where the file is missing, DamagedPredictions where it no longer matches the
         sha256 stored with the run or does not read as Parquet.
         """
-        path = self._prediction_path(run_id)
+        path = self.prediction_path(run_id)
         run = self._conn.execute(
             "SELECT run_id, method, protocol, budget, fold, seed, noise, status, predictions_sha256 FROM runs "
             "WHERE run_id = ?",
@@ -531,7 +563,7 @@ class ResultStore:
         which = (f"run {run_id}" if run is None else
                  f"run {run_id}: method {run['method']}, protocol {run['protocol']}, budget {run['budget']}, "
                  f"fold {run['fold']}, seed {run['seed']}, noise {run['noise']}")
-        return DamagedPredictions(f"{self._prediction_path(run_id)}: predictions damaged ({reason}); run its "
+        return DamagedPredictions(f"{self.prediction_path(run_id)}: predictions damaged ({reason}); run its "
                                   f"'aunce-bench run' command again, which redoes it ({which})")
 
     def predictions_intact(self, run_id: str) -> bool:

@@ -43,6 +43,7 @@ POOL_PROFILES = ("bp4d", "disfa")
 SYNTHFACE_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
+HISTORY_STAGE = "init pretraining (SynthFace)"  # its stage in the history of the runs starting from it
 OBJECTIVES = ("landmarks", "simclr")
 
 
@@ -242,11 +243,11 @@ def build(config: SynthFaceConfig, folder: Path, device: torch.device, progress:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
                                                    steps_per_epoch=steps_per_epoch, pct_start=0.15)
-    epoch_losses = []
+    epoch_losses, history = [], []
     progress.stage(f"SynthFace pretraining ({config.objective})", config.epochs, steps_per_epoch)
     for epoch in range(config.epochs):
         model.train()
-        losses = []
+        losses, lr, epoch_started = [], optimizer.param_groups[0]["lr"], time.perf_counter()
         for step, index in enumerate(batch_indices(len(images), config.batch_size, generator, drop_last=True)):
             batch = images[index].to(device)
             if config.objective == "landmarks":
@@ -262,6 +263,9 @@ def build(config: SynthFaceConfig, folder: Path, device: torch.device, progress:
             losses.append(loss.item())
             progress.batch(losses[-1])
         epoch_losses.append(float(np.mean(losses)))
+        images_seen = len(losses) * config.batch_size * (1 if config.objective == "landmarks" else 2)
+        history.append({"stage": HISTORY_STAGE, "epoch": epoch + 1, "loss": epoch_losses[-1], "lr": lr,
+                        "val_f1": None, "images_per_s": images_seen / (time.perf_counter() - epoch_started)})
         progress.epoch(epoch, {"loss": epoch_losses[-1]})
     save_file({key: value.detach().cpu().contiguous() for key, value in backbone.model.state_dict().items()},
               str(folder / WEIGHTS_FILE))
@@ -275,6 +279,7 @@ def build(config: SynthFaceConfig, folder: Path, device: torch.device, progress:
                  * len(POOL_PROFILES), "frames": len(images), "image_size": config.image_size},
         "epochs": config.epochs,
         "losses": {"first_epoch": epoch_losses[0], "final_epoch": epoch_losses[-1], "per_epoch": epoch_losses},
+        "history": history,
         "input_normalisation": {"mean": list(mean), "std": list(std)},
         "wall_s": {"pool": round(render_s, 1), "total": round(time.perf_counter() - started, 1)},
         "device": str(device),
@@ -285,6 +290,16 @@ def build(config: SynthFaceConfig, folder: Path, device: torch.device, progress:
     }
     (folder / CARD_FILE).write_text(json.dumps(card, indent=2))
     return card
+
+
+def pretraining_history(backbone: str, crop_size: int) -> list[dict]:
+    """The per-epoch history of the SynthFace build a run of `backbone` at `crop_size` starts from (as a run's
+    history entries; builds from before the card kept one have their losses only)."""
+    card = read_card(synthface_root() / synthface_config(backbone, crop_size).name)
+    if "history" in card:
+        return card["history"]
+    return [{"stage": HISTORY_STAGE, "epoch": epoch + 1, "loss": loss, "lr": None, "val_f1": None,
+             "images_per_s": None} for epoch, loss in enumerate(card["losses"]["per_epoch"])]
 
 
 def _timm_version() -> str:

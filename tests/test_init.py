@@ -222,6 +222,11 @@ def test_synthface_init_builds_on_first_use_and_runs_end_to_end(tiny_specs, tmp_
     init = stored["provenance"]["init"]
     assert init["source"] == config.name and init["objective"] == "landmarks" and len(init["weights_sha256"]) == 64
     assert stored["provenance"]["training"]["images_seen"] == 0 and stored["status"] == "done"
+    card = synthface.read_card(synthface.synthface_root() / config.name)
+    pretraining = [h for h in stored["history"] if h["stage"] == synthface.HISTORY_STAGE]
+    assert [h["loss"] for h in pretraining] == card["losses"]["per_epoch"] and len(pretraining) == config.epochs
+    assert all(h["lr"] > 0 and h["images_per_s"] > 0 for h in pretraining)
+    assert {h["stage"] for h in stored["history"]} == {synthface.HISTORY_STAGE, "linear probe"}
     monkeypatch.setattr(cli.console, "width", 200)  # one table row per build
     listed = runner.invoke(app, ["init", "list"])
     assert listed.exit_code == 0 and config.name in listed.output

@@ -30,7 +30,7 @@ def start(store, run_id, *, method="aunce", fold=1, seed=0, noise="none", protoc
     )
 
 
-def finish(store, run_id, f1=0.5):
+def finish(store, run_id, f1=0.5, history=None):
     store.finish_run(
         run_id,
         metrics={"all": {"AU12": metric(f1), "AU1": metric(0.25, auc=NAN), "AU4": metric(0.125)},
@@ -38,7 +38,7 @@ def finish(store, run_id, f1=0.5):
         mean_f1=f1, chance_f1=0.3, wall_s=12.5,
         predictions={"key": np.array(["s1/a/0", "s1/a/1", "s2/b/0"]), "prob": np.arange(9.0).reshape(3, 3) / 9},
         noise_rates={"AU12": {"rho_10": 0.2, "rho_01": 0.1, "n_flipped": 7}},
-        provenance_update={"images_per_s": 123.0},
+        provenance_update={"images_per_s": 123.0}, history=history,
     )
 
 
@@ -51,14 +51,18 @@ def test_round_trip(tmp_path):
     db = tmp_path / "nested" / "results.sqlite"
     with ResultStore(db) as store:
         start(store, "r1")
-        finish(store, "r1")
+        history = [{"stage": "contrastive pretraining", "epoch": epoch, "loss": 5.0 - epoch, "lr": 1e-3,
+                    "val_f1": None, "images_per_s": 80.0} for epoch in (1, 2)]
+        history.append({"stage": "linear probe", "epoch": 1, "loss": 0.6, "lr": 1e-2, "val_f1": 0.4,
+                        "images_per_s": 9000.0})
+        finish(store, "r1", history=history)
         [run] = store.runs()
         assert run == {
             "run_id": "r1", "method": "aunce", "protocol": "bp4d-3fold", "dataset": "synth-bp4d", "budget": "quick",
             "fold": 1, "seed": 0, "noise": "none", "status": "done", "mean_f1": 0.5,
             "per_au_f1": {"AU12": 0.5, "AU1": 0.25, "AU4": 0.125}, "chance_f1": 0.3, "wall_s": 12.5, "error": None,
             "groups": {"pose:yaw+20_pitch+0": {"AU12": 0.4, "AU1": None}},
-            "noise_rates": {"AU12": {"rho_10": 0.2, "rho_01": 0.1, "n_flipped": 7}},
+            "noise_rates": {"AU12": {"rho_10": 0.2, "rho_01": 0.1, "n_flipped": 7}}, "history": history,
             "init": "scratch", "init_hash": None, "selection": None,  # derived from the spec (none recorded here)
             "spec": {"lr": 1e-3, "aus": [12, 1, 4]},
             "provenance": {"git": "abc123", "device": "cpu", "images_per_s": 123.0},
@@ -268,14 +272,19 @@ def test_schema_version_1_is_upgraded_and_its_runs_stay_readable(tmp_path):
         finish(store, "r1")
     with sqlite3.connect(db) as conn:  # as aunce-bench wrote it before checksums
         conn.execute("ALTER TABLE runs DROP COLUMN predictions_sha256")
+        conn.execute("DROP TABLE history")
         conn.execute("PRAGMA user_version = 1")
     with ResultStore(db) as store:
-        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == 3
         assert store._conn.execute("SELECT predictions_sha256 FROM runs").fetchone()[0] is None
         assert store.predictions_intact("r1") and store.predictions("r1").num_rows == 3
+        assert store.runs()[0]["history"] == []  # stored before histories were
         start(store, "r2", seed=1)
-        finish(store, "r2")
+        finish(store, "r2", history=[{"stage": "supervised", "epoch": 1, "loss": 0.7, "lr": 1e-3, "val_f1": None,
+                                      "images_per_s": 50.0}])
         assert store._conn.execute("SELECT predictions_sha256 FROM runs WHERE run_id = 'r2'").fetchone()[0]
+        assert store.runs()[1]["history"] == [{"stage": "supervised", "epoch": 1, "loss": 0.7, "lr": 1e-3,
+                                               "val_f1": None, "images_per_s": 50.0}]
 
 
 def test_damaged_database_page_gives_one_line_naming_the_file(tmp_path):

@@ -78,6 +78,7 @@ class TrainContext:
     compile_error: str | None = field(init=False, default=None)  # why --compile fell back to eager, if it did
     channels_last_used: bool = field(init=False, default=False)  # whether a backbone runs channels-last
     ranks: distributed.DistributedEnv | None = field(init=False, default=None)  # torchrun's processes, if several
+    history: list[dict] = field(init=False, default_factory=list)  # per epoch of each stage (see end_epoch)
 
     def __post_init__(self) -> None:
         self.execution.check(self.device)
@@ -112,6 +113,15 @@ class TrainContext:
             return model
         torch.manual_seed(self.seed + 1_000_003 * self.ranks.rank)
         return distributed.wrap_ddp(distributed.sync_batchnorm(model, self.device), self.ranks, self.device)
+
+    def end_epoch(self, stage: str, epoch: int, summary: dict[str, float], *, lr: float, images: int,
+                  seconds: float) -> None:
+        """Record epoch `epoch` (from 0) of a training stage in the run's history and report it: its mean loss and
+        validation F1 (from `summary`), the learning rate of its first step, and the `images` it trained on (frames
+        for the probe, both views for contrastive stages) per second of its `seconds` of training."""
+        self.history.append({"stage": stage, "epoch": epoch + 1, "loss": summary.get("loss"), "lr": lr,
+                             "val_f1": summary.get("val_f1"), "images_per_s": images / seconds if seconds > 0 else None})
+        self.progress.epoch(epoch, summary)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast to the run's precision (a no-op for fp32); put forward passes in it, not the losses."""

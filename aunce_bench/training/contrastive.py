@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -43,7 +44,7 @@ def pretrain_contrastive(encoder: torch.nn.Module, train: FrameSet, spec: OptimS
     first_epoch_loss = None
     for epoch in range(spec.epochs):
         encoder.train()
-        losses = []
+        losses, lr, started = [], optimizer.param_groups[0]["lr"], time.perf_counter()
         for step, (index, images) in enumerate(batches):
             views = torch.cat([augment(images), augment(images)])  # two independent views, one forward pass
             with ctx.autocast():
@@ -57,5 +58,6 @@ def pretrain_contrastive(encoder: torch.nn.Module, train: FrameSet, spec: OptimS
             ctx.progress.batch(losses[-1])
         epoch_loss = float(np.mean(losses))
         first_epoch_loss = epoch_loss if first_epoch_loss is None else first_epoch_loss
-        ctx.progress.epoch(epoch, {"loss": epoch_loss})
+        ctx.end_epoch("contrastive pretraining", epoch, {"loss": epoch_loss}, lr=lr,
+                      images=2 * len(losses) * spec.batch_size, seconds=time.perf_counter() - started)
     return {"pretrain_first_loss": first_epoch_loss, "pretrain_final_loss": epoch_loss}

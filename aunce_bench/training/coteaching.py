@@ -3,6 +3,7 @@ finds easiest (`losses.noise_robust.coteaching`); the first network is the one e
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -42,7 +43,7 @@ def train_coteaching(model_a: nn.Module, model_b: nn.Module, train: FrameSet, va
     for epoch in range(spec.epochs):
         for model in models:
             model.train()
-        losses = []
+        losses, lr, started = [], optimizers[0].param_groups[0]["lr"], time.perf_counter()
         for step, (index, images) in enumerate(batches):
             images = augment(images)
             labels = torch.from_numpy(train.labels[index.numpy()]).to(device)
@@ -62,13 +63,14 @@ def train_coteaching(model_a: nn.Module, model_b: nn.Module, train: FrameSet, va
             scaler.update()
             losses.append(values[0].item())
             ctx.progress.batch(losses[-1])
+        seconds = time.perf_counter() - started
         summary = {"loss": float(np.mean(losses))}
         epoch_losses.append(summary["loss"])
         if val is not None:
             probabilities = torch.sigmoid(predict_logits(model_a, val_batches, crop, ctx)).numpy()
             summary["val_f1"] = validation_f1(probabilities, val.labels, threshold)
             best.offer(summary["val_f1"], epoch)
-        ctx.progress.epoch(epoch, summary)
+        ctx.end_epoch("co-teaching", epoch, summary, lr=lr, images=2 * len(losses) * spec.batch_size, seconds=seconds)
     best.restore()
     return {"selected_epoch": (best.epoch if val is not None else spec.epochs - 1) + 1,
             "first_loss": epoch_losses[0], "final_loss": epoch_losses[-1]}

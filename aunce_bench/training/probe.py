@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -75,18 +77,19 @@ def train_probe(features: torch.Tensor, labels: np.ndarray, val_features: torch.
     ctx.progress.stage("linear probe", spec.epochs, -(-len(labels) // spec.batch_size))
     for epoch in range(spec.epochs):
         head.train()
-        losses = []
+        losses, lr, started = [], optimizer.param_groups[0]["lr"], time.perf_counter()
         for step, index in enumerate(batch_indices(len(labels), spec.batch_size, ctx.generator)):
             index = index.to(device)
             with ctx.autocast():
                 logits = head(features[index])
             loss = weighted_softmax_ce(logits, targets[index], weights)
             losses.append(optimisation_step(loss, optimizer, scheduler, scaler, "linear probe", epoch, step))
+        seconds = time.perf_counter() - started
         summary = {"loss": float(np.mean(losses))}
         if val_features is not None:
             summary["val_f1"] = validation_f1(probe_probabilities(head, val_features), val_labels, threshold)
             best.offer(summary["val_f1"], epoch)
-        ctx.progress.epoch(epoch, summary)
+        ctx.end_epoch("linear probe", epoch, summary, lr=lr, images=len(labels), seconds=seconds)
     best.restore()
     return head, {"probe_selected_epoch": (best.epoch if val_features is not None else spec.epochs - 1) + 1,
                   "probe_final_loss": summary["loss"]}

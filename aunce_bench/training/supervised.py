@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -55,7 +56,7 @@ def train_supervised(model: nn.Module, train: FrameSet, val: FrameSet | None, sp
     epoch_losses = []
     for epoch in range(spec.epochs):
         model.train()
-        losses = []
+        losses, lr, started = [], optimizer.param_groups[0]["lr"], time.perf_counter()
         for step, (index, images) in enumerate(batches):
             images = augment(images)
             labels = torch.from_numpy(train.labels[index.numpy()]).to(device)
@@ -65,13 +66,14 @@ def train_supervised(model: nn.Module, train: FrameSet, val: FrameSet | None, sp
             loss = loss_fn(logits, labels, weights, **extra)
             losses.append(optimisation_step(loss, optimizer, scheduler, scaler, "supervised training", epoch, step))
             ctx.progress.batch(losses[-1])
+        seconds = time.perf_counter() - started
         summary = {"loss": float(np.mean(losses))}
         epoch_losses.append(summary["loss"])
         if val is not None:
             probabilities = torch.sigmoid(predict_logits(model, val_batches, crop, ctx)).numpy()
             summary["val_f1"] = validation_f1(probabilities, val.labels, threshold)
             best.offer(summary["val_f1"], epoch)
-        ctx.progress.epoch(epoch, summary)
+        ctx.end_epoch("supervised", epoch, summary, lr=lr, images=len(losses) * spec.batch_size, seconds=seconds)
     best.restore()
     return {"selected_epoch": (best.epoch if val is not None else spec.epochs - 1) + 1,
             "first_loss": epoch_losses[0], "final_loss": epoch_losses[-1]}
