@@ -2,10 +2,11 @@
 
 Fills a fresh store through ResultStore with synthetic runs (resolved RunSpecs of the shipped protocols and
 methods, small prediction tables whose probabilities follow a per-method skill, metrics computed from them
-by aunce_bench.metrics): 5 methods x 4 protocols (k-fold bp4d and disfa, cross-dataset, pose bins) x 6
-noise settings x seeds, then times the `report` command end to end (a fresh process, as a user runs it),
-twice, with a fresh cache: the first run renders the SynthAU galleries, the second finds them cached.
-Filling takes minutes; `--keep DIR` keeps the store, and `--db DIR/results.sqlite` times a kept store again.
+by aunce_bench.metrics, a per-epoch training history of each stage): 5 methods x 4 protocols (k-fold bp4d
+and disfa, cross-dataset, pose bins) x 6 noise settings x seeds, then times the `report` command end to end
+(a fresh process, as a user runs it), twice, with a fresh cache: the first run renders the SynthAU galleries,
+the second finds them cached. Filling takes minutes; `--keep DIR` keeps the store, and `--db DIR/results.sqlite`
+times a kept store again.
 
     python benchmarks/report_speed.py [--runs 1000] [--keep DIR] [--db EXISTING]
 """
@@ -56,6 +57,33 @@ def _test_set(run) -> dict[str, np.ndarray]:
             | {"pose_bin": np.repeat(bins, n)}, "labels": np.tile(labels, (len(bins), 1))}
 
 
+def _stages(run) -> list[tuple[str, int]]:
+    """(stage, epochs) a run of this recipe trains, in order, as its stored history names them."""
+    method = run.method
+    pretraining = [("init pretraining (SynthFace)", 8)] if run.init == "synthface" else []
+    train = method.train.epochs if method.train else 0
+    probe = [("linear probe", method.probe.epochs)] if method.probe else []
+    stages = {"contrastive_probe": [("contrastive pretraining", train), *probe], "coteaching": [("co-teaching", train)],
+              "frozen_probe": probe}.get(method.recipe, [("supervised", train), *probe])
+    return pretraining + stages
+
+
+def history(run, skill: float) -> list[dict]:
+    """A plausible per-epoch history: loss decaying with noise, validation F1 rising towards the method's skill
+    (none for pretraining stages or without a validation set); the init's pretraining the same for every run."""
+    entries = []
+    for stage, epochs in _stages(run):
+        shared = stage.startswith("init pretraining")
+        rng = _rng("history", run.crop_size) if shared else _rng("history", run.run_id, stage)
+        validated = stage in ("supervised", "co-teaching", "linear probe") and run.selection == "strict"
+        for epoch in range(1, epochs + 1):
+            progress = 1 - np.exp(-3 * epoch / epochs)
+            entries.append({"stage": stage, "epoch": epoch, "loss": float(2.5 - 1.8 * progress + rng.normal(0, 0.04)),
+                            "lr": 1e-3, "images_per_s": float(rng.uniform(80, 120)),
+                            "val_f1": float(0.25 * skill * progress + rng.normal(0, 0.01)) if validated else None})
+    return entries
+
+
 def _store_run(store: ResultStore, run, skill: float) -> None:
     data = _test_set(run)
     labels, keys = data["labels"], data["keys"]
@@ -81,7 +109,8 @@ def _store_run(store: ResultStore, run, skill: float) -> None:
                                           for group, per_au in metrics.items()},
                      mean_f1=mean_f1(metrics["all"]), chance_f1=chance_f1(labels, names),
                      wall_s=float(rng.uniform(200, 1200)), predictions=predictions,
-                     provenance_update={"timings_s": {"train": 100.0}, "train_images_per_s": 100.0})
+                     provenance_update={"timings_s": {"train": 100.0}, "train_images_per_s": 100.0},
+                     history=history(run, skill))
 
 
 def planned(n_runs: int) -> list[tuple[object, float]]:

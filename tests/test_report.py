@@ -22,7 +22,7 @@ from aunce_bench.data.synth.generate import POSE_BINS, pose_bin_name
 from aunce_bench.data.synth.profiles import PROFILES
 from aunce_bench.metrics import au_metrics, chance_f1, grouped_au_metrics, mean_f1, summarise
 from aunce_bench.protocols import plan_runs
-from aunce_bench.report import aggregate, build, exports
+from aunce_bench.report import aggregate, build, curves, exports
 from aunce_bench.report.aggregate import leaderboards
 from aunce_bench.results import ResultStore
 from aunce_bench.specs import PaperReference, load_method, load_protocol
@@ -36,8 +36,34 @@ def _rng(*key) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little"))
 
 
-def store_synthetic_run(store, run, skill, frames_per_subject=4):
-    """Store `run` as done with predictions of the given skill on labels shared by every run of its fold."""
+def synthetic_history(run, skill, epochs=None):
+    """A plausible per-epoch history of `run`'s stages (as launch stores one): the SynthFace pretraining its
+    init starts from (the same for every run), then its recipe's stages; loss falling, validation F1 (None
+    without validation subjects and in pretraining stages) rising towards the method's skill. `epochs` (stage ->
+    count) replaces stages' epoch counts (a run stopped early)."""
+    method = run.method
+    stages = [("init pretraining (SynthFace)", 4)] if run.init == "synthface" else []
+    probe = [("linear probe", method.probe.epochs)] if method.probe else []
+    stages += {"contrastive_probe": [("contrastive pretraining", method.train.epochs), *probe],
+               "coteaching": [("co-teaching", method.train.epochs)], "frozen_probe": probe,
+               }.get(method.recipe, [("supervised", method.train.epochs), *probe])
+    history = []
+    for stage, count in stages:
+        shared = stage.startswith("init pretraining")
+        rng = _rng("history", run.crop_size) if shared else _rng("history", run.run_id, stage)
+        validated = stage in ("supervised", "co-teaching", "linear probe") and run.selection == "strict"
+        count = (epochs or {}).get(stage, count)
+        for epoch in range(1, count + 1):
+            progress = 1 - np.exp(-3 * epoch / count)
+            history.append({"stage": stage, "epoch": epoch, "loss": 2.0 - 1.2 * progress + rng.normal(0, 0.03),
+                            "lr": 1e-3, "images_per_s": 100.0,
+                            "val_f1": 0.2 * skill * progress + rng.normal(0, 0.01) if validated else None})
+    return history
+
+
+def store_synthetic_run(store, run, skill, frames_per_subject=4, history=True):
+    """Store `run` as done with predictions of the given skill on labels shared by every run of its fold, and a
+    synthetic history (`history`: True, False for none as stores written before histories, or the entries)."""
     rates = PROFILES[run.test_data["profile"]].labels.base_rates
     bins = [pose_bin_name(*b) for b in POSE_BINS] if run.test_data["pose"] == "bins" else ["frontal"]
     label_rng = _rng(run.protocol, run.fold_name)
@@ -66,7 +92,8 @@ def store_synthetic_run(store, run, skill, frames_per_subject=4):
     stored = {group: {au: vars(m) for au, m in per_au.items()} for group, per_au in metrics.items()}
     store.finish_run(run.run_id, metrics=stored,
                      mean_f1=mean_f1(metrics["all"]), chance_f1=chance_f1(labels, names), wall_s=12.0,
-                     predictions=predictions, provenance_update={"train_images_per_s": 50.0})
+                     predictions=predictions, provenance_update={"train_images_per_s": 50.0},
+                     history=synthetic_history(run, skill) if history is True else history or None)
 
 
 def synthetic_runs(method, protocol, noise="none", seeds=(0,), name=None):
@@ -76,6 +103,7 @@ def synthetic_runs(method, protocol, noise="none", seeds=(0,), name=None):
 
 
 SKILLS = {"wce": 2.2, "aunce": 0.9}
+RAGGED = ("aunce", "synth_bp4d_3fold", 3, 1, "none")  # the run whose linear probe stops at 30 of 40 epochs
 
 
 def fill_synthetic(db):
@@ -86,7 +114,12 @@ def fill_synthetic(db):
                      *synthetic_runs(method, "synth_bp4d_3fold", "symmetric:0.4"),
                      *synthetic_runs(method, "synth_cross_dataset"), *synthetic_runs(method, "synth_pose")]
             for run in plans:
-                store_synthetic_run(store, run, skill)
+                history = True
+                if run.protocol == "synth_cross_dataset":
+                    history = False  # as stored before histories were recorded
+                elif (run.method.name, run.protocol, run.fold, run.seed, run.noise) == RAGGED:
+                    history = synthetic_history(run, skill, epochs={"linear probe": 30})  # stopped early
+                store_synthetic_run(store, run, skill, history=history)
     return db
 
 
@@ -191,6 +224,12 @@ def test_leaderboard_numbers_equal_the_per_run_results(tiny, tmp_path):
     assert f"{100 * best['mean_f1']:.1f}" in html and "tiny_aunce" in html
     stored = invoke_json("results", "--db", str(db))
     assert sum(run["run_id"] in section_of(html, "provenance") for run in stored) == 6  # every done run
+    trained = ResultStore(db).runs()  # real runs store their history: each links to its own curves
+    assert {entry["stage"] for run in trained for entry in run["history"]} == {
+        "supervised", "contrastive pretraining", "linear probe"}  # tiny_easy starts from scratch: no pretraining
+    for run in trained:
+        assert f'href="#curves-{run["run_id"]}"' in html and html.count(f'id="curves-{run["run_id"]}"') == 1
+    assert section_of(html, "curves").count('<figure class="curves"><svg') == 1
 
 
 def test_noise_curve_reuses_stored_runs_and_prints_the_table(tiny):
@@ -220,7 +259,7 @@ def board_of(out, protocol, test=None):
 def test_report_sections_from_the_synthetic_store(synthetic):
     db, out = synthetic
     html = (out / "index.html").read_text()
-    for section in ("leaderboards", "noise", "pose", "cross", "labels", "gallery", "provenance"):
+    for section in ("leaderboards", "curves", "noise", "pose", "cross", "labels", "gallery", "provenance"):
         assert f'<section id="{section}">' in html
     boards = json.loads((out / "leaderboards.json").read_text())
     assert [(b["protocol"], b["test"]) for b in boards] == [
@@ -231,11 +270,12 @@ def test_report_sections_from_the_synthetic_store(synthetic):
     interval = bp4d["rows"][1]["difference_to_best"]
     assert interval["pairs"] == 6 and interval["high"] < 0 and interval["significant"]
     assert html.count('<img class="gallery"') == 2  # bp4d and disfa
-    assert html.count("<svg") == 4 + 1 + 1 + 2  # per-AU bars, noise curve, pose heatmaps, phi heatmaps
+    outside_curves = html.replace(section_of(html, "curves"), "")
+    assert outside_curves.count("<svg") == 4 + 1 + 1 + 2  # per-AU bars, noise curve, pose heatmaps, phi heatmaps
     assert "not available" in html  # bp4d_to_disfa: no k-fold disfa run stored
     provenance = section_of(html, "provenance")
     runs = ResultStore(db).runs()
-    assert all(provenance.count(run["run_id"]) == 1 for run in runs)  # each run is one row
+    assert all(provenance.count(f"<code>{run['run_id']}</code>") == 1 for run in runs)  # each run is one row
     assert provenance.count('<details class="config"') == 2 + 3 + 2 + 3  # 2 methods; setups: folds, directions
 
 
@@ -341,6 +381,7 @@ def test_markup_in_names_is_escaped(evil):
     assert "alert(1)" in html and "<script>alert" not in html
     assert html.count("<script") == 2  # the page's own: the embedded data and the sort script
     assert "evil&lt;script&gt;alert(1)&lt;/script&gt;$x$" in html
+    assert "evil&lt;script&gt;alert(1)&lt;/script&gt;$x$" in section_of(html, "curves")  # the run curves and legend
     data = html[html.index('<script type="application/json"'):]
     data = data[data.index(">") + 1:data.index("</script>")]
     assert "</" not in data and json.loads(data)[0]["rows"][0]["method"] == EVIL
@@ -413,6 +454,113 @@ def test_results_leaderboard_formats(synthetic):
     assert {"run_id", "mean_f1", "per_au_f1", "chance_f1", "wall_s"} <= set(plain[0])  # per-run schema unchanged
 
 
+# ------------------------------------------------------------------------------------ training curves
+def _entries(stage, losses, val_f1s):
+    return [{"stage": stage, "epoch": epoch, "loss": loss, "lr": 1e-3, "val_f1": val, "images_per_s": 10.0}
+            for epoch, (loss, val) in enumerate(zip(losses, val_f1s), start=1)]
+
+
+def test_training_curves_are_the_mean_and_range_of_each_methods_runs():
+    """2 methods x 3 folds: each curve is numpy's mean, min and max over the runs, at the epochs they all reached."""
+    rng = np.random.default_rng(0)
+    shared = _entries("init pretraining (SynthFace)", [2.0, 1.5], [None, None])  # the same for every run
+    sup_loss, sup_val = rng.random((3, 5)), rng.random((3, 5))
+    sup_val[1, 2] = np.nan  # a run without a value at epoch 3
+    con_loss, probe_loss, probe_val = rng.random((3, 3)), rng.random((3, 4)), rng.random((3, 4))
+    lengths = [5, 5, 4]  # fold 3 of method a stopped after 4 epochs
+    runs = {}
+    for fold in range(3):
+        n = lengths[fold]
+        runs[f"a{fold}"] = shared + _entries("supervised", sup_loss[fold, :n],
+                                             [None if np.isnan(v) else v for v in sup_val[fold, :n]])
+        runs[f"b{fold}"] = (shared + _entries("contrastive pretraining", con_loss[fold], [None] * 3)
+                            + _entries("linear probe", probe_loss[fold], probe_val[fold]))
+    runs["b_old"] = []  # stored before histories were
+    by_id = {run_id: {"run_id": run_id, "history": history} for run_id, history in runs.items()}
+    rows = [aggregate.MethodRow(method, "strict", [rid for rid in runs if rid.startswith(method)],
+                                aggregate.Stat(0.5, None, 3), {}) for method in ("a", "b")]
+    board = aggregate.Leaderboard(aggregate.Setting("p", "quick", "t", False), [], 0.5, rows, {"mean": None})
+
+    result = curves.board_curves(board, by_id)
+    assert [stage.stage for stage in result.stages] == [
+        "init pretraining (SynthFace)", "contrastive pretraining", "supervised", "linear probe"]
+    assert (result.runs, result.without_history, result.dropped) == (7, 1, 1)
+    init, contrastive, supervised, probe = result.stages
+    [shared_curve] = init.curves  # drawn once, over all six runs
+    assert init.shared and shared_curve.runs == 6 and shared_curve.val_f1 is None
+    assert np.array_equal(shared_curve.loss.mean, [2.0, 1.5]) and np.array_equal(shared_curve.loss.low, [2.0, 1.5])
+
+    [a] = supervised.curves
+    assert (a.label, a.runs, a.dropped) == ("a", 3, 1) and np.array_equal(a.epochs, [1, 2, 3, 4])
+    for band, values in ((a.loss, sup_loss[:, :4]), (a.val_f1, sup_val[:, :4])):
+        assert np.allclose(band.mean, np.nanmean(values, axis=0))
+        assert np.allclose(band.low, np.nanmin(values, axis=0)) and np.allclose(band.high, np.nanmax(values, axis=0))
+    [b] = probe.curves
+    assert (b.label, b.runs, b.dropped) == ("b", 3, 0) and np.array_equal(b.epochs, [1, 2, 3, 4])
+    assert np.allclose(b.loss.mean, probe_loss.mean(axis=0)) and np.allclose(b.val_f1.high, probe_val.max(axis=0))
+    assert np.allclose(b.val_f1.low, probe_val.min(axis=0))
+    [b_contrastive] = contrastive.curves
+    assert b_contrastive.val_f1 is None and not contrastive.has_val and probe.has_val
+    assert np.allclose(b_contrastive.loss.mean, con_loss.mean(axis=0))
+
+    # a run's own curves: its stages but the shared pretraining, each a polyline between its min and max
+    own = curves.run_curves(by_id["b1"])
+    assert [stage.stage for stage in own] == ["contrastive pretraining", "linear probe"]
+    spark = own[1].val_f1
+    assert (spark.low, spark.high, spark.last) == (probe_val[1].min(), probe_val[1].max(), probe_val[1][-1])
+    points = [tuple(map(int, point.split(","))) for point in spark.points.split()]
+    assert len(points) == 4 and points[0][0] == 0 and points[-1][0] == curves.SPARK_BOX[0]
+    assert min(y for _, y in points) == 0 and max(y for _, y in points) == curves.SPARK_BOX[1]
+    assert own[0].val_f1 is None and curves.run_curves(by_id["b_old"]) == []
+    long = curves.run_curves({"history": _entries("supervised", np.linspace(2, 1, 200), [None] * 200)})
+    assert len(long[0].loss.points.split()) <= curves.SPARK_POINTS
+
+
+def test_training_curves_section_links_every_run_to_its_curves(synthetic):
+    db, out = synthetic
+    html = (out / "index.html").read_text()
+    section, provenance = section_of(html, "curves"), section_of(html, "provenance")
+    boards = json.loads((out / "leaderboards.json").read_text())
+    for index in range(1, len(boards) + 1):
+        assert f'id="curves-board-{index}"' in section and f'href="#curves-board-{index}"' in html
+    figures = re.findall(r'<figure class="curves">(.*?)</figure>', section, re.S)
+    assert len(figures) == 2 and all(figure.startswith("<svg") for figure in figures)  # bp4d 3-fold and pose
+    assert all("band: min–max over runs" in figure and "shared by all rows" in figure for figure in figures)
+    assert "init pretraining (SynthFace)" in figures[0] and "linear probe" in figures[0]
+    assert "10 epoch(s) reached by only some runs of a method are left out" in section  # RAGGED's probe
+    # the cross-dataset runs were stored without histories, as before they were recorded
+    assert section.count("No training curves are stored for the runs of this leaderboard (stored before") == 2
+    runs = [run for run in ResultStore(db).runs() if run["status"] == "done"]
+    for run in runs:
+        run_id = run["run_id"]
+        if run["protocol"] == "synth_cross_dataset":
+            assert run["history"] == [] and f"#curves-{run_id}" not in html and f'id="curves-{run_id}"' not in html
+        else:
+            assert provenance.count(f'href="#curves-{run_id}"') == 1 and section.count(f'id="curves-{run_id}"') == 1
+    assert provenance.count(">none stored</span>") == sum(run["protocol"] == "synth_cross_dataset" for run in runs)
+    other = section[section.index('id="curves-other"'):]  # the noisy runs, on no leaderboard
+    assert other.count('<tbody id="curves-') == sum(run["noise"] != "none" for run in runs)
+    ragged = next(run for run in runs if (run["method"], run["protocol"], run["fold"], run["seed"], run["noise"])
+                  == RAGGED)
+    rows = section[section.index(f'id="curves-{ragged["run_id"]}"'):]
+    rows = rows[:rows.index("</tbody>")]
+    assert rows.count("<svg") == 2 + 1 and "<td>linear probe</td><td>30</td>" in rows  # no val F1 in pretraining
+
+
+def test_a_store_without_histories_renders_with_one_line_instead_of_curves(tmp_path):
+    db = tmp_path / "results.sqlite"
+    with ResultStore(db) as store:
+        for run in synthetic_runs("wce", "synth_bp4d_3fold"):
+            store_synthetic_run(store, run, 2.0, history=False)  # as stored before histories were recorded
+    result = runner.invoke(app, ["report", "--db", str(db), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "report" / "index.html").read_text()
+    section = section_of(html, "curves")
+    assert "No training curves are stored: these runs were stored before per-epoch histories" in section
+    assert "<svg" not in section and "curves-" not in html.replace('id="curves"', "").replace('href="#curves"', "")
+    assert section_of(html, "provenance").count(">none stored</span>") == 3
+
+
 # -------------------------------------------------------------------------------------------- browser
 def _column(table, header: str) -> list[str]:
     """The sort keys (data-v) of a column of the measured rows, top to bottom."""
@@ -458,6 +606,39 @@ def test_report_in_a_real_browser(synthetic, page_of, tmp_path):
     assert protocol.locator("table.runs tbody tr").first.is_visible()
     assert page.locator("svg").count() >= 8 and page.locator("img.gallery").first.evaluate("i => i.naturalWidth") > 0
     assert requests and all(url == index.as_uri() or url.startswith("data:") for url in requests), requests
+    assert dialogs == []
+
+
+def test_training_curves_in_a_real_browser(synthetic, page_of, tmp_path):
+    """The curves section is visible where the contents bar leads, a provenance row's link opens its run's
+    curves, and a screenshot of the section is saved (to $AUNCE_BENCH_SCREENSHOTS when set)."""
+    _, out = synthetic
+    page, requests, dialogs = page_of(out / "index.html")
+    page.locator("nav.toc a[href='#curves']").click()
+    section = page.locator("#curves")
+    assert section.is_visible() and section.locator("figure.curves svg").first.is_visible()
+    assert section.locator("figure.curves svg").first.bounding_box()["height"] > 150
+
+    protocol = page.locator("#provenance details.group").nth(1)  # collapsed, as the run curves are
+    protocol.locator("summary").first.click()
+    link = protocol.locator("a.curves-link").first
+    target = link.get_attribute("href")
+    assert not page.locator(target).is_visible()
+    link.click()
+    curves_of_run = page.locator(target)
+    curves_of_run.locator("svg").first.wait_for(state="visible")
+    assert page.evaluate("location.hash") == target and curves_of_run.locator("svg").count() >= 2
+    assert curves_of_run.evaluate("b => b.closest('details').open")
+    box = curves_of_run.bounding_box()
+    assert 0 <= box["y"] < page.viewport_size["height"]  # scrolled to it
+    folder = Path(os.environ.get("AUNCE_BENCH_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    screenshot = folder / "report_curves.png"
+    # the figures, and the run's curves opened and highlighted; the sticky contents bar would cover part of it
+    section.screenshot(path=str(screenshot), style="nav.toc { position: static; }")
+    print(f"training curves screenshot: {screenshot}")
+    assert screenshot.stat().st_size > 20_000
+    assert all(url == (out / "index.html").as_uri() or url.startswith("data:") for url in requests)
     assert dialogs == []
 
 

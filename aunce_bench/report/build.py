@@ -30,6 +30,7 @@ from aunce_bench.report.aggregate import (
     run_key,
 )
 from aunce_bench.report.bootstrap import RESAMPLES
+from aunce_bench.report.curves import board_curves, run_curves
 from aunce_bench.report.exports import format_leaderboards
 from aunce_bench.report.sensitivity import MIN_BOOTSTRAP_RUNS, Sensitivity, sensitivities
 from aunce_bench.results import ResultStore
@@ -101,12 +102,13 @@ def _config_text(config: dict) -> str:
     return "\n".join(f"{name}: {json.dumps(value, sort_keys=True)}" for name, value in sorted(config.items()))
 
 
-def _provenance(runs: list[dict]) -> dict:
+def _provenance(runs: list[dict], own_curves: dict[str, list]) -> dict:
     """The runs' configurations with each distinct part shown once: {"methods": [...], "protocols": [...]}.
 
     A run's spec is its method's configuration (an entry of "methods", shared by every run of that method), its
     seed and noise, and its setup: the rest (budget, fold, subjects, data), shared by the runs of a protocol that
-    differ only in method, seed and noise. Each protocol lists its setups, and each setup its runs.
+    differ only in method, seed and noise. Each protocol lists its setups, and each setup its runs, each run
+    marked with whether it has its own curves (`own_curves`: run id -> run_curves).
     """
     methods: dict[str, dict] = {}  # configuration text -> method entry
     setups: dict[str, dict[str, dict]] = defaultdict(dict)  # protocol -> configuration text -> setup
@@ -122,10 +124,30 @@ def _provenance(runs: list[dict]) -> dict:
         if setup_text not in protocol_setups:
             protocol_setups[setup_text] = {"title": f"{spec['fold_name']} · {run['budget']} budget",
                                            "config": setup_text, "runs": []}
-        protocol_setups[setup_text]["runs"].append({**run, "method_id": methods[method_text]["id"]})
+        protocol_setups[setup_text]["runs"].append({**run, "method_id": methods[method_text]["id"],
+                                                    "has_curves": bool(own_curves.get(run["run_id"]))})
     protocols = [{"name": name, "setups": list(setups[name].values()),
                   "runs": sum(len(setup["runs"]) for setup in setups[name].values())} for name in sorted(setups)]
     return {"methods": list(methods.values()), "protocols": protocols}
+
+
+def _training_curves(boards: list, runs: list[dict], own_curves: dict[str, list], colours: dict[str, str]) -> dict:
+    """Per leaderboard its training curves (figure, or None where none of its runs stores a history) and the
+    runs with their own curves (`own_curves`: run id -> run_curves); then the runs on no leaderboard (noisy
+    ones) that have curves; "any": whether there is a curve to show at all."""
+    by_id = {run["run_id"]: run for run in runs}
+    items, placed = [], set()
+    for board in boards:
+        curves = board_curves(board, by_id)
+        ids = [run_id for row in board.grouped_rows for run_id in row.run_ids]
+        placed.update(ids)
+        svg = _inline(plots.curves_figure(curves, colours)) if curves.stages else None
+        items.append({"board": board, "curves": curves, "svg": svg,
+                      "runs": [{"run": by_id[run_id], "stages": own_curves[run_id]} for run_id in ids
+                               if own_curves[run_id]]})
+    other = [{"run": run, "stages": own_curves[run["run_id"]]} for run in runs
+             if run["run_id"] not in placed and own_curves[run["run_id"]]]
+    return {"boards": items, "other": other, "any": bool(other) or any(item["svg"] or item["runs"] for item in items)}
 
 
 def build_report(db: Path, out: Path, resamples: int = RESAMPLES) -> tuple[Path, list[str]]:
@@ -140,6 +162,7 @@ def build_report(db: Path, out: Path, resamples: int = RESAMPLES) -> tuple[Path,
         boards = leaderboards(runs, store, resamples)
         labels = label_stats(runs, store)
     colours = plots.method_colours([run_key(run).label for run in runs])
+    own_curves = {run["run_id"]: run_curves(run) for run in runs}
     noise_groups: dict[tuple, list[NoiseCurve]] = defaultdict(list)
     for curve in noise_curves(runs):  # one figure per setting but the test set (cross-dataset directions together)
         noise_groups[(curve.setting.protocol, curve.setting.budget, curve.setting.init,
@@ -147,6 +170,7 @@ def build_report(db: Path, out: Path, resamples: int = RESAMPLES) -> tuple[Path,
     page = environment().get_template("report.html.j2").render(
         db=str(db), n_done=len(runs), n_other=len(stored) - len(runs), resamples=resamples,
         boards=[{"board": board, "bars": _inline(plots.per_au_bars(board, colours))} for board in boards],
+        training=_training_curves(boards, runs, own_curves, colours),
         noise=[{"protocol": protocol, "budget": budget, "init": init, "kind": kind, "curves": curves,
                 "svg": _inline(plots.noise_figure(curves, colours))}
                for (protocol, budget, init, _, _, kind), curves in sorted(noise_groups.items(), key=str)],
@@ -157,7 +181,7 @@ def build_report(db: Path, out: Path, resamples: int = RESAMPLES) -> tuple[Path,
         labels=[{"stats": stats, "svg": _inline(plots.phi_heatmap(stats))} for stats in labels],
         galleries=_galleries(runs),
         diagnosed=_diagnosed(runs, out),
-        provenance=_provenance(runs),
+        provenance=_provenance(runs, own_curves),
         data=[board.to_dict() for board in boards],
     )
     out.mkdir(parents=True, exist_ok=True)

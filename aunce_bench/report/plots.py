@@ -18,9 +18,13 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from aunce_bench.paths import default_cache_root
 from aunce_bench.report.aggregate import Leaderboard, LabelStats, NoiseCurve, PoseGrid
+from aunce_bench.report.curves import BoardCurves
 from aunce_bench.report.sensitivity import Sensitivity
 
 STYLE = {
@@ -75,10 +79,12 @@ def save_png(figure: Figure, path: Path) -> Path:
 
 
 def _legend_right(figure: Figure, panels: list, left: float = 0.65, gap: float = 0.7, bottom: float = 0.55,
-                  top: float = 0.35) -> None:
-    """Lay out a row of panels with margins in inches and the legend right of the last panel, widening the
-    figure by the legend's measured width (a measure, not a draw: half the cost of bbox_inches="tight")."""
-    legend = panels[-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+                  top: float = 0.35, handles: list | None = None) -> None:
+    """Lay out a row of panels with margins in inches and the legend right of the last panel (of the lines
+    drawn there, or of `handles`), widening the figure by the legend's measured width (a measure, not a draw:
+    half the cost of bbox_inches="tight")."""
+    legend = panels[-1].legend(**({"handles": handles} if handles is not None else {}), loc="upper left",
+                               bbox_to_anchor=(1.0, 1.0))
     legend_width = legend.get_window_extent(FigureCanvasAgg(figure).get_renderer()).width / figure.dpi + 0.1
     width, height = figure.get_size_inches()
     figure.set_size_inches(width + legend_width, height)
@@ -140,6 +146,70 @@ def noise_figure(curves: list[NoiseCurve], colours: dict[str, str]) -> Figure:
         axes.set_ylabel("mean F1 (%)")
         axes.set_title(_text(test), fontsize=9)
     _legend_right(figure, list(panels))
+    return figure
+
+
+CURVE_POINTS = 60  # at most this many epochs drawn per curve (evenly spaced, first and last kept): a panel is ~2 in
+
+
+def _thinned(epochs: np.ndarray, *values: np.ndarray) -> list[np.ndarray]:
+    if len(epochs) <= CURVE_POINTS:
+        return [epochs, *values]
+    chosen = np.unique(np.linspace(0, len(epochs) - 1, CURVE_POINTS).round().astype(int))
+    return [epochs[chosen], *(value[chosen] for value in values)]
+
+
+@_styled
+def curves_figure(curves: BoardCurves, colours: dict[str, str]) -> Figure:
+    """Small multiples of a leaderboard's training: one column per stage, loss on top and validation mean F1
+    below (where any run recorded one); per row (method), the mean over its runs (folds x seeds) in its colour
+    and the min-max band translucent; a shared init's pretraining as one dark line. Panels with nothing to draw
+    (no validation F1 in pretraining) are left out: axes are most of the drawing time."""
+    stages = curves.stages
+    metrics = [("loss", 1.0, "loss"), ("val_f1", 100.0, "val. mean F1 (%)")][:2 if curves.has_val else 1]
+    figure = Figure(figsize=(2.4 * len(stages) + 0.2, 1.6 * len(metrics) + 0.6))
+    grid = figure.add_gridspec(len(metrics), len(stages))
+    handles: dict[str, Line2D] = {}
+    top_row, labelled, empty = [], set(), []  # labelled: metrics whose y label is placed (first panel of its row)
+    for column, stage in enumerate(stages):
+        drawn = []
+        for row, (metric, scale, name) in enumerate(metrics):
+            shown = [(curve, getattr(curve, metric)) for curve in stage.curves if getattr(curve, metric) is not None]
+            if not shown:
+                if row == 0:
+                    top_row.append(figure.add_subplot(grid[row, column]))
+                    top_row[-1].set_axis_off()
+                empty.append((grid[row, column], f"no {name.split(' (')[0]}"))
+                continue
+            axes = figure.add_subplot(grid[row, column], sharex=drawn[0] if drawn else None)
+            for curve, band in shown:
+                colour = CHANCE_COLOUR if stage.shared else colours[curve.label]
+                label = "shared by all rows" if stage.shared else _text(curve.label)
+                epochs, mean, low, high = _thinned(curve.epochs, scale * band.mean, scale * band.low, scale * band.high)
+                [line] = axes.plot(epochs, mean, color=colour, linewidth=1.2, label=label,
+                                   marker="o" if len(epochs) == 1 else None, markersize=3)
+                axes.fill_between(epochs, low, high, color=colour, alpha=0.18, linewidth=0)
+                handles.setdefault(label, line)
+            axes.xaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
+            axes.yaxis.set_major_locator(MaxNLocator(nbins=3))
+            if metric not in labelled:
+                axes.set_ylabel(name)
+                labelled.add(metric)
+            if row == 0:
+                top_row.append(axes)
+            drawn.append(axes)
+        for axes in drawn[:-1]:
+            axes.xaxis.set_tick_params(labelbottom=False)
+        if drawn:
+            drawn[-1].set_xlabel("epoch")
+        top_row[-1].set_title(_text(stage.stage), fontsize=9, y=1.0)  # placed: not measured (faster)
+    band = Patch(color="grey", alpha=0.3, label="band: min–max over runs")
+    _legend_right(figure, top_row, left=0.6, gap=0.55, bottom=0.45, top=0.3, handles=[*handles.values(), band])
+    figure.subplots_adjust(hspace=0.15)
+    for cell, text in empty:  # where the panel would be, once laid out
+        box = cell.get_position(figure)
+        figure.text((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2, text, ha="center", va="center", color="grey",
+                    fontsize=8)
     return figure
 
 

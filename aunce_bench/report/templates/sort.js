@@ -34,3 +34,16 @@ document.querySelectorAll("p.family-filter").forEach(function (filter) {
     });
   });
 });
+
+// Following a link to something inside collapsed <details> (a run's curves, from its provenance row) opens
+// them and scrolls to it.
+function revealTarget() {
+  var target = location.hash.length > 1 && document.getElementById(decodeURIComponent(location.hash.slice(1)));
+  if (!target) return;
+  for (var node = target.parentElement; node; node = node.parentElement) {
+    if (node.tagName === "DETAILS") node.open = true;
+  }
+  target.scrollIntoView();
+}
+window.addEventListener("hashchange", revealTarget);
+revealTarget();
