@@ -147,6 +147,21 @@ _CpusPerRunOption = Annotated[Optional[int], typer.Option(
     help="with --executor ray: CPUs each run reserves, and its torch threads (default 1)")]
 _GpusPerRunOption = Annotated[Optional[float], typer.Option(
     help="with --executor ray: GPUs each run reserves, fractions share one (default: 1 with --device cuda, else 0)")]
+_TrackOption = Annotated[Optional[list[str]], typer.Option(
+    "--track", help="also log each finished run to an experiment tracker: tensorboard or mlflow; repeatable (pip "
+                    "install 'aunce-bench\\[tensorboard,mlflow]'); a tracker that fails warns, the run stands")]
+_TrackDirOption = Annotated[Optional[Path], typer.Option(
+    help="with --track: where TensorBoard event files (TRACK_DIR/tensorboard/RUN_ID) and the local MLflow store "
+         "(TRACK_DIR/mlflow.db; $MLFLOW_TRACKING_URI names a server instead) go (default: tracking)")]
+
+
+def _tracking(track: list[str] | None, track_dir: Path | None) -> tuple[list[str], Path]:
+    """The checked --track names and --track-dir."""
+    from aunce_bench.trackers import check_trackers
+
+    if track_dir is not None and not track:
+        raise UserError("--track-dir needs --track tensorboard or --track mlflow")
+    return check_trackers(track or []), track_dir or Path("tracking")
 
 
 def _executor(name: str, ray_address: str | None, cpus_per_run: int | None, gpus_per_run: float | None, device):
@@ -209,6 +224,8 @@ def run(
     nproc: Annotated[int, typer.Option(
         help="train each run in N processes (torchrun, DistributedDataParallel): one per GPU with --device cuda, "
              "else CPU processes; the batch size stays global")] = 1,
+    track: _TrackOption = None,
+    track_dir: _TrackDirOption = None,
 ) -> None:
     """Run a method on a protocol, fold by fold and seed by seed, and store the results."""
     from aunce_bench.console import print_run_summary
@@ -221,6 +238,7 @@ def run(
         if budget is not None and budget not in BUDGETS:
             raise UserError(f"invalid --budget: '{budget}'; choose one of: {', '.join(BUDGETS)}")
         _check_selection(selection)
+        trackers, track_dir = _tracking(track, track_dir)
         ranks = _ranks(nproc, executor, device)
         torch_device = _torch_device(device, here=executor == "local", ranks=ranks)
         on_ray = _executor(executor, ray_address, cpus_per_run, gpus_per_run, torch_device)
@@ -239,7 +257,7 @@ def run(
 
             return follow(runs, torch_device, data_root, keep_embeddings, execution)
         outcomes = _execute(runs, store, torch_device, data_root, redo, keep_embeddings, on_ray=on_ray,
-                            execution=execution)
+                            execution=execution, trackers=trackers, track_dir=track_dir)
         print_run_summary(console, method_spec.name, protocol_spec.name, budget, outcomes)
         _finish(outcomes, debug)
 
@@ -309,12 +327,22 @@ def _check_selection(selection: str | None) -> None:
         raise UserError(f"invalid --selection: '{selection}'; choose {', '.join(SELECTIONS)}")
 
 
-def _execute(runs, store, device, data_root, redo=False, keep_embeddings=False, on_ray=None, *, execution):
+def _execute(runs, store, device, data_root, redo=False, keep_embeddings=False, on_ray=None, *, execution,
+             trackers=(), track_dir=None):
     """Run what is not done yet, with progress bars, here or (`on_ray`: RayOptions) as Ray tasks, which are said one
-    line each as they finish; skipped runs are said so."""
+    line each as they finish; skipped runs are said so. Each run executed is logged, as stored, to `trackers` (with
+    `track_dir`), whose warnings are said one line each."""
     from aunce_bench.console import RichProgress
     from aunce_bench.executors import execute_on_ray
     from aunce_bench.launch import execute
+    from aunce_bench.trackers import log_run
+
+    def tracked(o):
+        if trackers:
+            (stored,) = [r for r in store.runs(method=o.run.method.name, protocol=o.run.protocol)
+                         if r["run_id"] == o.run.run_id]
+            for warning in log_run(stored, trackers, track_dir):
+                console.print(warning, markup=False, soft_wrap=True)  # one line, however wide
 
     def skipped(r, reason):
         console.print(f"{reason}, skipping: {r.method.name} {r.fold_name} seed {r.seed} noise {r.noise} ({r.run_id})",
@@ -324,13 +352,14 @@ def _execute(runs, store, device, data_root, redo=False, keep_embeddings=False, 
         f1 = f", mean F1 {o.mean_f1:.3f}" if o.mean_f1 is not None else f": {(o.error or '').splitlines()[0]}"
         console.print(f"{o.status}: {o.run.method.name} {o.run.fold_name} seed {o.run.seed} noise {o.run.noise} "
                       f"({o.run.run_id}){f1}", markup=False)
+        tracked(o)
 
     with RichProgress(console, total_runs=len(runs)) as progress:
         if on_ray is not None:
             return execute_on_ray(runs, store, device, progress, on_ray, on_skip=skipped, on_finish=finished,
                                   root=data_root, redo=redo, keep_embeddings=keep_embeddings, execution=execution)
         return execute(runs, store, device, progress, on_skip=skipped, root=data_root, redo=redo,
-                       keep_embeddings=keep_embeddings, execution=execution)
+                       keep_embeddings=keep_embeddings, execution=execution, on_finish=tracked)
 
 
 def _finish(outcomes, debug: bool) -> None:
@@ -567,6 +596,8 @@ def sweep(
     ray_address: _RayAddressOption = None,
     cpus_per_run: _CpusPerRunOption = None,
     gpus_per_run: _GpusPerRunOption = None,
+    track: _TrackOption = None,
+    track_dir: _TrackDirOption = None,
 ) -> None:
     """Run a method at each point of a parameter grid or random draw (reusing stored runs), then tabulate and plot
     mean F1 per parameter value."""
@@ -587,6 +618,7 @@ def sweep(
         if sweep_seed is not None and random_draws is None:
             raise UserError("invalid --sweep-seed: it seeds --random N; a grid sweep draws nothing")
         _check_selection(selection)
+        trackers, track_dir = _tracking(track, track_dir)
         params = parse_params(param or [], random=random_draws is not None)
         points = grid_points(params) if random_draws is None else random_points(params, random_draws, sweep_seed or 0)
         method_spec, protocol_spec = load_method(method), load_protocol(protocol)
@@ -604,7 +636,8 @@ def sweep(
         console.print(f"{len(point_specs)} point(s) x {len(runs) // len(point_specs)} run(s): "
                       + ", ".join(point.name for point in point_specs), markup=False)
         store = ResultStore(_db_path(db))
-        outcomes = _execute(runs, store, torch_device, data_root, on_ray=on_ray, execution=execution)
+        outcomes = _execute(runs, store, torch_device, data_root, on_ray=on_ray, execution=execution,
+                            trackers=trackers, track_dir=track_dir)
         planned = {run.run_id for run in runs}
         stored = [run for run in store.runs(protocol=protocol_spec.name)
                   if run["run_id"] in planned or run["method"] == method_spec.name]  # the points, the base's runs
@@ -713,6 +746,8 @@ def noise_curve(
     ray_address: _RayAddressOption = None,
     cpus_per_run: _CpusPerRunOption = None,
     gpus_per_run: _GpusPerRunOption = None,
+    track: _TrackOption = None,
+    track_dir: _TrackDirOption = None,
 ) -> None:
     """Run methods at several label-noise rates (reusing stored runs), then plot and tabulate mean F1 per rate."""
     from aunce_bench.data.noise import CLEAN, NOISE_MODELS, NoiseSpec
@@ -734,6 +769,7 @@ def noise_curve(
             raise UserError(f"invalid --noise-type: unknown noise type '{unknown[0] if unknown else noise_type}'; "
                             f"known: {', '.join(NOISE_MODELS)}")
         _check_selection(selection)
+        trackers, track_dir = _tracking(track, track_dir)
         rates = _levels(levels)
         method_specs = [load_method(name.strip()) for name in methods.split(",") if name.strip()]
         if not method_specs:
@@ -752,7 +788,8 @@ def noise_curve(
                 for run in plan_runs(method_spec, protocol_spec, budget, fold_list, seed_list, noise, data_root,
                                      selection, _init(init))]
         store = ResultStore(_db_path(db))
-        outcomes = _execute(runs, store, torch_device, data_root, on_ray=on_ray, execution=execution)
+        outcomes = _execute(runs, store, torch_device, data_root, on_ray=on_ray, execution=execution,
+                            trackers=trackers, track_dir=track_dir)
         planned = {run.run_id for run in runs}
         curves = noise_curves([run for run in store.runs(protocol=protocol_spec.name) if run["run_id"] in planned])
         if curves:

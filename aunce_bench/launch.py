@@ -338,8 +338,10 @@ def _kept(store: ResultStore, run: RunSpec, redo: bool, keep_embeddings: bool = 
 
 def execute(runs: list[RunSpec], store: ResultStore, device: torch.device, progress: Progress,
             on_skip=lambda run, reason: None, root: Path | None = None, redo: bool = False,
-            keep_embeddings: bool = False, execution: ExecutionOptions = ExecutionOptions()) -> list[RunOutcome]:
-    """Run each RunSpec not done yet (`redo`: every one); `on_skip(run, reason)` hears of each skipped run.
+            keep_embeddings: bool = False, execution: ExecutionOptions = ExecutionOptions(),
+            on_finish=lambda outcome: None) -> list[RunOutcome]:
+    """Run each RunSpec not done yet (`redo`: every one); `on_skip(run, reason)` hears of each skipped run,
+    `on_finish(outcome)` of each run executed (done or failed), once it is stored.
     `keep_embeddings` stores each run's test-set embeddings, redoing done runs that lack them; `execution` is
     how each run's models execute."""
     _build_inits([run for run in runs if not _kept(store, run, redo, keep_embeddings)], device, progress)
@@ -368,6 +370,8 @@ def execute(runs: list[RunSpec], store: ResultStore, device: torch.device, progr
                 lock.release()
         if outcome.status == "skipped":
             on_skip(run, outcome.error)
+        else:
+            on_finish(outcome)
         outcomes.append(outcome)
         progress.run_finished()
     return outcomes
