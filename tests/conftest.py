@@ -33,6 +33,13 @@ model: {backbone: resnet18, graph: true, dim: 64}
 loss: {name: wce}
 train: {optimizer: adamw, lr: 2.0e-3, weight_decay: 1.0e-4, batch_size: 32, epochs: 12}
 """,
+    "tiny_fast_wce": """\
+name: tiny_fast_wce
+recipe: supervised
+model: {backbone: test_resnet, graph: false, dim: 16}
+loss: {name: wce}
+train: {optimizer: adamw, lr: 2.0e-3, batch_size: 32, epochs: 2}
+""",  # for tests of the harness, not of learning: seconds a run
     "tiny_aunce": """\
 name: tiny_aunce
 recipe: contrastive_probe

@@ -251,7 +251,7 @@ def test_environment_outside_and_under_torchrun(monkeypatch):
 ONE_EPOCH_AUNCE = """\
 name: one_epoch_aunce
 recipe: contrastive_probe
-model: {backbone: resnet18, graph: true, dim: 16}
+model: {backbone: test_resnet, graph: true, dim: 16}
 loss: {name: aunce}
 train: {optimizer: adamw, lr: 2.0e-3, batch_size: 32, epochs: 1}
 probe: {optimizer: adam, lr: 1.0e-2, batch_size: 64, epochs: 3}

@@ -78,11 +78,11 @@ def test_noise_hits_training_labels_only_and_rates_are_stored(tiny_specs, tmp_pa
 
 def test_cli_run_results_and_resume(tiny_specs, tmp_path):
     db = tmp_path / "results.sqlite"
-    args = ["run", "--method", str(tiny_specs / "tiny_wce.yaml"), "--protocol", str(tiny_specs / "tiny_easy.yaml"),
-            "--quick", "--folds", "1,2", "--db", str(db)]
+    args = ["run", "--method", str(tiny_specs / "tiny_fast_wce.yaml"), "--protocol",
+            str(tiny_specs / "tiny_easy.yaml"), "--quick", "--folds", "1,2", "--db", str(db)]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
-    assert "tiny_wce on tiny_easy (quick budget)" in first.output
+    assert "tiny_fast_wce on tiny_easy (quick budget)" in first.output
     listed = json.loads(runner.invoke(app, ["results", "--db", str(db), "--format", "json"]).output)
     assert [r["fold"] for r in listed] == [1, 2] and all(r["status"] == "done" for r in listed)
     for row in listed:
@@ -99,7 +99,7 @@ def test_cli_run_results_and_resume(tiny_specs, tmp_path):
 
 
 def test_interrupted_run_is_not_reported_done_and_reruns(tiny_specs, tmp_path, monkeypatch):
-    run = first_fold_run(tiny_specs, "tiny_wce")
+    run = first_fold_run(tiny_specs, "tiny_fast_wce")
     store = ResultStore(tmp_path / "results.sqlite")
 
     def interrupted(*args, **kwargs):

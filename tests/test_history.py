@@ -17,7 +17,7 @@ runner = CliRunner()
 TWO_EPOCH_AUNCE = """\
 name: two_epoch_aunce
 recipe: contrastive_probe
-model: {backbone: resnet18, graph: true, dim: 16}
+model: {backbone: test_resnet, graph: true, dim: 16}
 loss: {name: aunce}
 train: {optimizer: adamw, lr: 2.0e-3, batch_size: 32, epochs: 2, schedule: cosine}
 probe: {optimizer: adam, lr: 1.0e-2, batch_size: 64, epochs: 3}
