@@ -40,6 +40,14 @@ model: {backbone: test_resnet, graph: false, dim: 16}
 loss: {name: wce}
 train: {optimizer: adamw, lr: 2.0e-3, batch_size: 32, epochs: 2}
 """,  # for tests of the harness, not of learning: seconds a run
+    "tiny_one_epoch_aunce": """\
+name: tiny_one_epoch_aunce
+recipe: contrastive_probe
+model: {backbone: test_resnet, graph: true, dim: 16}
+loss: {name: aunce}
+train: {optimizer: adamw, lr: 2.0e-3, batch_size: 32, epochs: 1}
+probe: {optimizer: adam, lr: 1.0e-2, batch_size: 64, epochs: 3}
+""",  # the whole contrastive path (pretraining, recalibration, probe) in seconds
     "tiny_aunce": """\
 name: tiny_aunce
 recipe: contrastive_probe

@@ -248,16 +248,6 @@ def test_environment_outside_and_under_torchrun(monkeypatch):
     assert not is_writer() and is_writer(DistributedEnv(0, 2, 0))
 
 
-ONE_EPOCH_AUNCE = """\
-name: one_epoch_aunce
-recipe: contrastive_probe
-model: {backbone: test_resnet, graph: true, dim: 16}
-loss: {name: aunce}
-train: {optimizer: adamw, lr: 2.0e-3, batch_size: 32, epochs: 1}
-probe: {optimizer: adam, lr: 1.0e-2, batch_size: 64, epochs: 3}
-"""
-
-
 def test_a_two_process_run_is_trained_by_both_and_stored_once(tiny_specs, tmp_path):
     """`run --nproc 2` on the CPU: two gloo processes train the run, rank 0 alone reports and stores it; the same
     command again trains nothing."""
@@ -266,8 +256,7 @@ def test_a_two_process_run_is_trained_by_both_and_stored_once(tiny_specs, tmp_pa
 
     from aunce_bench.results import ResultStore
 
-    method, db = tmp_path / "one_epoch_aunce.yaml", tmp_path / "r.sqlite"
-    method.write_text(ONE_EPOCH_AUNCE)
+    method, db = tiny_specs / "tiny_one_epoch_aunce.yaml", tmp_path / "r.sqlite"
     command = [sys.executable, "-m", "aunce_bench.cli", "run", "--method", str(method), "--protocol",
                str(tiny_specs / "tiny_easy.yaml"), "--quick", "--folds", "1", "--nproc", "2", "--db", str(db)]
     first = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
@@ -281,13 +270,14 @@ def test_a_two_process_run_is_trained_by_both_and_stored_once(tiny_specs, tmp_pa
     assert len(ResultStore(db).runs()) == 1
 
 
-def test_nproc_refuses_a_batch_size_the_processes_cannot_share(tmp_path):
+def test_nproc_refuses_a_batch_size_the_processes_cannot_share(tiny_specs, tmp_path):
     from typer.testing import CliRunner
 
     from aunce_bench.cli import app
 
     method = tmp_path / "m.yaml"
-    method.write_text(ONE_EPOCH_AUNCE.replace("batch_size: 32", "batch_size: 33"))
+    method.write_text((tiny_specs / "tiny_one_epoch_aunce.yaml").read_text().replace("batch_size: 32",
+                                                                                     "batch_size: 33"))
     result = CliRunner().invoke(app, ["run", "--method", str(method), "--protocol", "synth_bp4d_3fold", "--quick",
                                       "--nproc", "2", "--db", str(tmp_path / "r.sqlite")])
     assert result.exit_code == 2

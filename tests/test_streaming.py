@@ -14,15 +14,6 @@ from aunce_bench.results import ResultStore
 runner = CliRunner()
 CPU = torch.device("cpu")
 
-ONE_EPOCH_AUNCE = """\
-name: one_epoch_aunce
-recipe: contrastive_probe
-model: {backbone: test_resnet, graph: true, dim: 16}
-loss: {name: aunce}
-train: {optimizer: adamw, lr: 2.0e-3, batch_size: 32, epochs: 1}
-probe: {optimizer: adam, lr: 1.0e-2, batch_size: 64, epochs: 3}
-"""
-
 
 @pytest.fixture(scope="module")
 def small_index(tmp_path_factory):
@@ -76,8 +67,7 @@ def test_auto_loading_streams_what_exceeds_the_memory_budget(small_index):
 
 
 def test_a_streamed_run_gives_the_in_memory_predictions_and_records_how_it_read(tiny_specs, tmp_path):
-    method = tmp_path / "one_epoch_aunce.yaml"
-    method.write_text(ONE_EPOCH_AUNCE)
+    method = tiny_specs / "tiny_one_epoch_aunce.yaml"
     args = ["run", "--method", str(method), "--protocol", str(tiny_specs / "tiny_easy.yaml"), "--quick", "--folds", "1"]
     stored = {}
     for mode, extra in (("memory", []), ("streaming", ["--memory-budget", "0", "--data-workers", "1"])):
