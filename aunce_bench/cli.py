@@ -412,6 +412,10 @@ def prepare(
 
 
 def _print_prepared(result) -> None:
+    import numpy as np
+
+    from aunce_bench.data.index import ALIGNMENT_GALLERY
+
     index, metadata = result.index, result.index.metadata
     labels = index.label_matrix()
     table = Table(title=f"{index.name} labels")
@@ -426,8 +430,14 @@ def _print_prepared(result) -> None:
                   f"{metadata['sequences']} sequences")
     faces, skipped = metadata["faces"], metadata["skipped"]
     if metadata["align"]:
-        console.print(f"faces: {faces['detected']} detected ({faces['eyes_levelled']} levelled on the eyes), "
-                      f"{faces['previous_box']} from the previous frame's box, {faces['centre_crop']} centre crops")
+        console.print(f"faces: {faces['detected']} detected, {faces['previous_box']} aligned as the previous frame, "
+                      f"{faces['centre_crop']} centre crops")
+        if "face_score" in index.frames.column_names:
+            scores = np.asarray(index.frames["face_score"], dtype=np.float32)
+            if np.isfinite(scores).any():
+                console.print(f"landmark confidence: median {np.nanmedian(scores):.3f}, lowest {np.nanmin(scores):.3f}")
+        if (result.folder / ALIGNMENT_GALLERY).is_file():
+            console.print(f"alignment gallery (least confident faces first): {result.folder / ALIGNMENT_GALLERY}")
     else:
         console.print("faces: not aligned (--no-align): frames centre-cropped to a square and resized")
     console.print(f"skipped: {skipped['without_image']} without an image, {skipped['unreadable']} unreadable, "
@@ -685,6 +695,7 @@ def report(
     db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
     out: Annotated[Path, typer.Option(help="output folder: index.html and leaderboard exports")] = Path("reports"),
     resamples: Annotated[int, typer.Option(help="bootstrap resamples of the significance column")] = 1000,
+    data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP + " (for their alignment galleries)")] = None,
 ) -> None:
     """Write the HTML report (leaderboards, noise curves, pose, cross-dataset, labels, provenance) and exports."""
     from aunce_bench.paths import check_writable
@@ -695,7 +706,7 @@ def report(
         path = _stored(db)
         check_writable(out)
         started = time.perf_counter()
-        index, warnings = build_report(path, out, resamples)
+        index, warnings = build_report(path, out, resamples, data_root)
         for warning in warnings:
             typer.echo(f"warning: {warning}", err=True)
         console.print(f"report: {index} ({time.perf_counter() - started:.1f} s)")

@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 
 from aunce_bench.data.index import FrameIndex, MARKER_FILE
+from aunce_bench.data.landmarks import five_from_68
+from aunce_bench.data.loaders import DataLoading, load_frames
 from aunce_bench.data.synth.generate import POSE_BINS, SynthConfig, generate, label_process, load_or_generate
 from aunce_bench.data.synth.label_stats import RENDERED_AUS
 from aunce_bench.data.synth.profiles import PROFILES
@@ -72,6 +74,25 @@ def test_pose_bins_render_every_frame_in_every_bin():
     # Same frames, same labels in every bin.
     labels = index.label_matrix().reshape(len(POSE_BINS), 4, -1)
     assert (labels == labels[0]).all()
+
+
+def test_true_landmarks_are_stored_move_with_the_head_and_scale_with_loaded_images(tmp_path):
+    config = SynthConfig(pose="bins", **{**SMALL, "subjects": 1, "sequences_per_subject": 1})
+    index, folder, _ = load_or_generate(config, out=tmp_path / "synth")
+    points, dense = index.landmarks(), np.asarray(index.frames["landmarks68"], np.float32).reshape(len(index), 68, 2)
+    assert np.allclose(points, [five_from_68(p) for p in dense], atol=1e-4)
+    assert (np.asarray(index.frames["face_score"]) == 1).all()
+    assert ((points > 0) & (points < 48)).all()  # inside the 48 px images
+    # turning the head moves the nose tip across the eyes' midpoint: right of it at yaw +40, left at -40
+    bins = np.array(index.frames["pose_bin"])
+    offset = points[:, 2, 0] - points[:, :2, 0].mean(axis=1)
+    assert np.sign(offset[bins == "yaw+40_pitch+0"].mean()) == -np.sign(offset[bins == "yaw-40_pitch+0"].mean())
+    assert abs(offset[bins == "yaw+40_pitch+0"].mean()) > 3 * abs(offset[bins == "yaw+0_pitch+0"].mean()) + 1
+    # a run loading the images at another size gets the landmarks at that size
+    frames = load_frames(folder, ["B001"], list(index.aus), image_size=24, loading=DataLoading(mode="memory"))
+    assert frames.read(np.arange(1)).shape[-1] == 24
+    assert np.allclose(frames.landmarks, (points + 0.5) / 2 - 0.5, atol=1e-4)
+    assert np.allclose(frames.subset(np.array([3, 1])).landmarks, frames.landmarks[[3, 1]])
 
 
 def test_cache_reuses_a_complete_index_and_ignores_a_partial_one(tmp_path):

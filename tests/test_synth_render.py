@@ -27,7 +27,7 @@ REGION_OF_AU = {
 
 def render(identity, intensities, pose=Pose(), seed=0, style=STYLE, size=SIZE):
     landmarks = expressive_landmarks(neutral_landmarks(identity), intensities)
-    return render_face(identity, landmarks, intensities, pose, style, size, np.random.default_rng(seed))
+    return render_face(identity, landmarks, intensities, pose, style, size, np.random.default_rng(seed)).image
 
 
 def plain_identity(seed: int):

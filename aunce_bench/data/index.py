@@ -1,8 +1,11 @@
 """FrameIndex: the one table of frames every data source produces, stored with HF `datasets` (Arrow).
 
 A row is one face image with its labels (one column per AU in `aus`, 1 present, 0 absent, -1 missing),
-intensities (per AU in `intensity_aus`, -1 where unknown), subject, sequence, frame number, head pose and
-source dataset. On disk a FrameIndex is a `save_to_disk` folder plus `frame_index.json`, written last:
+intensities (per AU in `intensity_aus`, -1 where unknown), subject, sequence, frame number, head pose, source
+dataset and face landmarks in the image's pixels: `landmarks`, the five points of `landmarks.FIVE_POINTS` as
+x0, y0, x1, y1, ... (NaN where the face was not found in that frame), `landmarks68`, the 68 iBUG points where the
+source has them (SynthAU's true ones; empty otherwise), and `face_score`, the landmark detector's confidence (1 for
+true landmarks, NaN where not detected). Indexes written before landmarks were stored lack the three columns. On disk a FrameIndex is a `save_to_disk` folder plus `frame_index.json`, written last:
 a folder without it was interrupted and is never loaded as complete. The marker records the sha256 of every
 file under `frames/`, checked on each load, and the command that writes the folder again. Writers hold a
 lock beside the folder (`<folder>.lock`) and never delete a complete folder in place: a replaced one is
@@ -30,8 +33,12 @@ from aunce_bench.errors import UserError
 
 MARKER_FILE = "frame_index.json"
 FRAMES_FOLDER = "frames"
+ALIGNMENT_GALLERY = "alignment_gallery.jpg"  # prepared datasets: the least confident aligned faces
+EXTRA_FILES = (ALIGNMENT_GALLERY,)
 MARKER_KEYS = ("name", "aus", "intensity_aus", "rows", "metadata")
 MISSING_LABEL = -1
+FIVE_LANDMARKS = 5
+LANDMARK_COLUMNS = ("landmarks", "landmarks68", "face_score")
 
 
 def frame_features(n_labels: int, n_intensities: int) -> datasets.Features:
@@ -49,6 +56,9 @@ def frame_features(n_labels: int, n_intensities: int) -> datasets.Features:
             "roll": datasets.Value("float32"),
             "pose_bin": datasets.Value("string"),
             "dataset": datasets.Value("string"),
+            "landmarks": datasets.List(datasets.Value("float32"), length=2 * FIVE_LANDMARKS),
+            "landmarks68": datasets.List(datasets.Value("float32")),
+            "face_score": datasets.Value("float32"),
         }
     )
 
@@ -81,10 +91,19 @@ class FrameIndex:
         values = self.frames.with_format("numpy")["intensities"]
         return np.asarray(values, dtype=np.float32).reshape(len(self), len(self.intensity_aus))
 
-    def save(self, path: Path, rebuild: str) -> None:
+    def landmarks(self) -> np.ndarray | None:
+        """The five landmarks of every frame, float32 [N, 5, 2] in image pixels (NaN where not found), or None for
+        an index written before landmarks were stored."""
+        if "landmarks" not in self.frames.column_names:
+            return None
+        values = self.frames.with_format("numpy")["landmarks"]
+        return np.asarray(values, dtype=np.float32).reshape(len(self), FIVE_LANDMARKS, 2)
+
+    def save(self, path: Path, rebuild: str, extra_files: dict[str, bytes] | None = None) -> None:
         """Write atomically under `writer_lock(path)`: a temporary sibling folder is renamed into place once
         complete. `rebuild` is the command that writes the folder again (for messages about a damaged copy).
-        A frame index already at `path` is replaced; a folder holding anything else is refused."""
+        `extra_files` (name in EXTRA_FILES -> bytes) are written beside the frames. A frame index already at
+        `path` is replaced; a folder holding anything else is refused."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with writer_lock(path):
@@ -95,6 +114,10 @@ class FrameIndex:
             try:
                 with _progress_bars_off():
                     self.frames.save_to_disk(str(staging / FRAMES_FOLDER))
+                for name, content in (extra_files or {}).items():
+                    if name not in EXTRA_FILES:
+                        raise ValueError(f"{name} is not one of a frame index's extra files {EXTRA_FILES}")
+                    (staging / name).write_bytes(content)
                 marker = {"name": self.name, "aus": list(self.aus), "intensity_aus": list(self.intensity_aus),
                           "rows": len(self), "metadata": self.metadata, "files": _file_hashes(staging),
                           "rebuild": rebuild}
@@ -219,7 +242,7 @@ def _how_to_rebuild(path: Path, rebuild: str | None) -> str:
 
 def _holds_only_a_frame_index(path: Path) -> bool:
     """Whether `path` is a folder with nothing but a FrameIndex's entries (complete, partial or empty)."""
-    return path.is_dir() and {entry.name for entry in path.iterdir()} <= {MARKER_FILE, FRAMES_FOLDER}
+    return path.is_dir() and {entry.name for entry in path.iterdir()} <= {MARKER_FILE, FRAMES_FOLDER, *EXTRA_FILES}
 
 
 def _file_hashes(folder: Path) -> dict[str, str]:

@@ -123,13 +123,16 @@ ImageSource = InMemoryImages | StreamedImages
 @dataclass
 class FrameSet:
     """Frames of some subjects: the rows `rows` of an image source (a tensor is held in memory), labels int8
-    [N, K] (-1 missing) and, where the data has them, the true AU intensities float32 [N, K] (NaN where unknown)."""
+    [N, K] (-1 missing) and, where the data has them, the true AU intensities float32 [N, K] (NaN where unknown)
+    and the five face landmarks float32 [N, 5, 2] in pixels of the images (NaN where the face was not found;
+    `landmarks.FIVE_POINTS`), for methods that attend to facial regions."""
 
     images: ImageSource | torch.Tensor
     labels: np.ndarray
     keys: dict[str, np.ndarray] = field(default_factory=dict)
     intensities: np.ndarray | None = None
     rows: np.ndarray | None = None  # of `images`; None: all, in order
+    landmarks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.images, torch.Tensor):
@@ -141,13 +144,14 @@ class FrameSet:
         return len(self.labels)
 
     def with_labels(self, labels: np.ndarray) -> "FrameSet":
-        return FrameSet(self.images, labels, self.keys, self.intensities, self.rows)
+        return FrameSet(self.images, labels, self.keys, self.intensities, self.rows, self.landmarks)
 
     def subset(self, rows: np.ndarray) -> "FrameSet":
         """The frames at `rows` (indices or a boolean mask), sharing this set's image source."""
         rows = np.flatnonzero(rows) if rows.dtype == bool else rows
         return FrameSet(self.images, self.labels[rows], {name: values[rows] for name, values in self.keys.items()},
-                        None if self.intensities is None else self.intensities[rows], self.rows[rows])
+                        None if self.intensities is None else self.intensities[rows], self.rows[rows],
+                        None if self.landmarks is None else self.landmarks[rows])
 
     def read(self, positions: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 images [n, 3, S, S] of the frames at `positions`, on the CPU."""
@@ -318,10 +322,11 @@ def load_frames(folder: Path, subjects: list[str], aus: list[int], *, frame_stri
 
     `frame_stride`, `image_size` and `pose_bins` select and resize frames (see `_selection`); with
     `occurrence_threshold`, AUs whose intensities the index stores are labelled intensity >= threshold.
-    The intensities of AUs the index has none for are NaN. `loading` decides where the images come from.
+    The intensities of AUs the index has none for are NaN. Landmarks are scaled with the images (None for an
+    index without them). `loading` decides where the images come from.
     """
     pose_key = None if pose_bins is None else tuple(pose_bins)
-    index, _, labels, intensities, keys = _selection(str(folder), frame_stride, pose_key)
+    index, rows, labels, intensities, keys = _selection(str(folder), frame_stride, pose_key)
     columns, levels = [], []
     for au in aus:
         level = (intensities[:, index.intensity_aus.index(au)].astype(np.float32) if au in index.intensity_aus
@@ -332,8 +337,19 @@ def load_frames(folder: Path, subjects: list[str], aus: list[int], *, frame_stri
         else:
             columns.append(labels[:, index.aus.index(au)])
     source = _image_source(str(folder), frame_stride, image_size, pose_key, loading)
-    frames = FrameSet(source, np.stack(columns, axis=1), keys, np.stack(levels, axis=1))
+    frames = FrameSet(source, np.stack(columns, axis=1), keys, np.stack(levels, axis=1),
+                      landmarks=_scaled_landmarks(index, rows, image_size))
     return frames.subset(np.isin(keys["subject"], subjects))
+
+
+def _scaled_landmarks(index: FrameIndex, rows: np.ndarray, image_size: int | None) -> np.ndarray | None:
+    """The five landmarks of `rows`, in pixels of images resized to `image_size` (None: as stored)."""
+    points = index.landmarks()
+    if points is None or not len(rows):
+        return None
+    stored = index.frames[int(rows[0])]["image"].width
+    points = points[rows]
+    return points if image_size in (None, stored) else (points + 0.5) * (image_size / stored) - 0.5
 
 
 def batch_indices(count: int, batch_size: int, generator: torch.Generator, shuffle: bool = True,

@@ -1,12 +1,13 @@
 """`aunce-bench prepare`: import a raw dataset, preprocess its faces, write a FrameIndex under the data root.
 
-The importer of the format reads the annotation files (`formats/`), worker processes crop the faces of each
-sequence (`faces.py`), and the index is written atomically: a temporary sibling folder renamed into place
-once complete, so an interrupted prepare never leaves a dataset that looks complete; one process prepares an
-output folder at a time (the FrameIndex writer lock), a second one waits, then reuses it. The index has the
+The importer of the format reads the annotation files (`formats/`), worker processes find the landmarks and
+crop the aligned faces of each sequence (`faces.py`), and the index is written atomically: a temporary sibling
+folder renamed into place once complete, so an interrupted prepare never leaves a dataset that looks complete;
+one process prepares an output folder at a time (the FrameIndex writer lock), a second one waits, then reuses it. The index has the
 columns of SynthAU's (labels with -1 for missing, intensities where the format codes them, neutral pose
-0/0/0 with pose bin `frontal` or the FERA view) and its metadata records the subjects, official partitions,
-pose bins, face-finding counts and a content fingerprint.
+0/0/0 with pose bin `frontal` or the FERA view) plus the five detected landmarks of each aligned face, and its
+metadata records the subjects, official partitions, pose bins, face-finding counts and a content fingerprint.
+Beside the frames goes the alignment gallery: the least confident aligned faces with their landmarks.
 """
 
 from __future__ import annotations
@@ -23,15 +24,25 @@ from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 
-from aunce_bench.data.faces import OUTPUT_SIZE, cascades, process_unit
+import numpy as np
+
+from aunce_bench.data.alignment_gallery import gallery_jpeg
+from aunce_bench.data.faces import OUTPUT_SIZE, UnitCrops, load_detector, process_unit
 from aunce_bench.data.formats import get_format
 from aunce_bench.data.formats.common import Scan
-from aunce_bench.data.index import FrameIndex, arrow_table, frame_features, is_complete, writer_lock
+from aunce_bench.data.index import (
+    ALIGNMENT_GALLERY,
+    FrameIndex,
+    arrow_table,
+    frame_features,
+    is_complete,
+    writer_lock,
+)
 from aunce_bench.paths import check_writable
 from aunce_bench.data.workers import process_pool
 from aunce_bench.errors import UserError
 
-PREPARE_VERSION = 1  # bump when a change to importers or preprocessing changes prepared data
+PREPARE_VERSION = 2  # bump when a change to importers or preprocessing changes prepared data (2: MTCNN landmarks)
 
 
 @dataclass(frozen=True)
@@ -70,14 +81,15 @@ def prepare(format_name: str, root: Path, *, data_root: Path, images: Path | Non
     scan = scan or source.scan(root, images, threshold)
     check_writable(out.parent)
     if align:
-        cascades()  # fail before any work when alignment is impossible
+        load_detector()  # fail before any work when alignment is impossible
     with writer_lock(out):
         if is_complete(out) and not force:  # another process prepared it while this one waited
             return Prepared(FrameIndex.load(out, rebuild), out, True, time.perf_counter() - started)
         with _built(scan, dataset, align, workers or os.cpu_count() or 1, progress, out) as index:
             index.metadata.update({"format": format_name, "root": str(root.resolve()),
                                    "images": str(images.resolve()), "occurrence_threshold": threshold})
-            index.save(out, rebuild)
+            gallery = gallery_jpeg(index) if align else None
+            index.save(out, rebuild, {ALIGNMENT_GALLERY: gallery} if gallery else None)
     return Prepared(FrameIndex.load(out, rebuild), out, False, time.perf_counter() - started)
 
 
@@ -108,19 +120,21 @@ def _built(scan: Scan, dataset: str, align: bool, workers: int, progress: Callab
 
     def rows() -> Iterator[dict]:
         with process_pool(workers) as pool:
-            for done, (unit, (crops, unit_counts)) in enumerate(
-                    zip(units, pool.map(process_unit, units, repeat(align), repeat(OUTPUT_SIZE))), start=1):
-                counts.update(unit_counts)
-                for row, image in enumerate(crops):
+            processed: Iterator[UnitCrops] = pool.map(process_unit, units, repeat(align), repeat(OUTPUT_SIZE))
+            for done, (unit, faces) in enumerate(zip(units, processed), start=1):
+                counts.update(faces.counts)
+                for row, (image, points, score) in enumerate(zip(faces.crops, faces.landmarks, faces.scores)):
                     if image is None:
                         continue
                     values = {"image": {"bytes": image, "path": None}, "labels": unit.labels[row],
                               "intensities": unit.intensities[row], "subject": unit.subject,
                               "sequence": unit.sequence, "frame": unit.frames[row], "yaw": 0.0, "pitch": 0.0,
-                              "roll": 0.0, "pose_bin": unit.pose_bin, "dataset": dataset}
+                              "roll": 0.0, "pose_bin": unit.pose_bin, "dataset": dataset,
+                              "landmarks": points.ravel(), "landmarks68": [], "face_score": score}
                     digest.update(repr([values[k] for k in ("subject", "sequence", "frame", "pose_bin", "labels",
                                                              "intensities")]).encode())
                     digest.update(image)
+                    digest.update(np.asarray(points, np.float32).tobytes())
                     subjects.add(unit.subject)
                     pose_bins.add(unit.pose_bin)
                     yield values
@@ -135,7 +149,7 @@ def _built(scan: Scan, dataset: str, align: bool, workers: int, progress: Callab
             "subjects": sorted(subjects), "sequences": len({(u.subject, u.sequence, u.pose_bin) for u in units}),
             "partitions": {name: [s for s in members if s in subjects] for name, members in scan.partitions.items()},
             "pose_bins": sorted(pose_bins), "align": align, "size": OUTPUT_SIZE,
-            "faces": {key: counts.get(key, 0) for key in ("detected", "eyes_levelled", "previous_box", "centre_crop")},
+            "faces": {key: counts.get(key, 0) for key in ("detected", "previous_box", "centre_crop")},
             "skipped": {"unreadable": counts.get("unreadable", 0), "without_image": scan.without_image,
                         "unlabelled": scan.unlabelled},
             "annotation_files": scan.files,

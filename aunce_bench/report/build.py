@@ -7,6 +7,7 @@ source, config) is escaped; only the SVG text that matplotlib writes is inserted
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections import defaultdict
@@ -97,6 +98,25 @@ def _galleries(runs: list[dict]) -> list[dict]:
             for name, spec in sorted(specs.items())]
 
 
+def _alignment_galleries(runs: list[dict], data_root: Path) -> dict[str, str]:
+    """Base64 JPEG alignment galleries (written by `prepare`) of the prepared test datasets under `data_root`, by
+    dataset label; a dataset prepared again since its runs (another fingerprint) shows none."""
+    from aunce_bench.data.index import ALIGNMENT_GALLERY
+    from aunce_bench.data.prepared import prepared_info
+
+    galleries = {}
+    for config in {json.dumps(run["spec"]["test_data"], sort_keys=True): run["spec"]["test_data"] for run in runs
+                   if not is_synthetic(run["spec"]["test_data"])}.values():
+        try:
+            info = prepared_info(data_root, config["dataset"])
+        except UserError:  # not prepared on this machine
+            continue
+        gallery = info.folder / ALIGNMENT_GALLERY
+        if info.fingerprint == config.get("fingerprint") and gallery.is_file():
+            galleries[dataset_label(config)] = base64.b64encode(gallery.read_bytes()).decode("ascii")
+    return galleries
+
+
 def _config_text(config: dict) -> str:
     """A configuration as one line per top-level field: `name: value`, the value as compact JSON."""
     return "\n".join(f"{name}: {json.dumps(value, sort_keys=True)}" for name, value in sorted(config.items()))
@@ -150,9 +170,13 @@ def _training_curves(boards: list, runs: list[dict], own_curves: dict[str, list]
     return {"boards": items, "other": other, "any": bool(other) or any(item["svg"] or item["runs"] for item in items)}
 
 
-def build_report(db: Path, out: Path, resamples: int = RESAMPLES) -> tuple[Path, list[str]]:
+def build_report(db: Path, out: Path, resamples: int = RESAMPLES, data_root: Path | None = None
+                 ) -> tuple[Path, list[str]]:
     """Write `out`/index.html and the leaderboard exports from the done runs of `db`; returns the page and the
-    leaderboards' warnings (rows pooling runs of different machines)."""
+    leaderboards' warnings (rows pooling runs of different machines). Prepared datasets' alignment galleries are
+    looked up under `data_root` (default: `prepared.data_root()`)."""
+    from aunce_bench.data.prepared import data_root as default_data_root
+
     with ResultStore(db) as store:
         stored = store.runs()
         runs = [run for run in stored if run["status"] == "done"]
@@ -161,6 +185,7 @@ def build_report(db: Path, out: Path, resamples: int = RESAMPLES) -> tuple[Path,
                             "first or pass another --db")
         boards = leaderboards(runs, store, resamples)
         labels = label_stats(runs, store)
+    alignment = _alignment_galleries(runs, data_root or default_data_root())
     colours = plots.method_colours([run_key(run).label for run in runs])
     own_curves = {run["run_id"]: run_curves(run) for run in runs}
     noise_groups: dict[tuple, list[NoiseCurve]] = defaultdict(list)
@@ -178,7 +203,8 @@ def build_report(db: Path, out: Path, resamples: int = RESAMPLES) -> tuple[Path,
         min_bootstrap_runs=MIN_BOOTSTRAP_RUNS,
         pose=[{"grid": grid, "svg": _inline(plots.pose_heatmaps(grid))} for grid in pose_grids(runs)],
         cross=cross_dataset(runs),
-        labels=[{"stats": stats, "svg": _inline(plots.phi_heatmap(stats))} for stats in labels],
+        labels=[{"stats": stats, "svg": _inline(plots.phi_heatmap(stats)), "alignment": alignment.get(stats.dataset)}
+                for stats in labels],
         galleries=_galleries(runs),
         diagnosed=_diagnosed(runs, out),
         provenance=_provenance(runs, own_curves),

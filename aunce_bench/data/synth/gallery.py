@@ -33,7 +33,7 @@ def _render(config: SynthConfig, subject: int, intensities: np.ndarray, pose: Po
     landmarks = expressive_landmarks(neutral_landmarks(identity), intensities, config.cue_strength)
     rng = keyed_rng(config.seed, profile.key, RENDER_STREAM, *key)
     image = render_face(identity, landmarks, intensities, pose, profile.style, TILE, rng,
-                        config.cue_strength, config.nuisance)
+                        config.cue_strength, config.nuisance).image
     return Image.fromarray(image)
 
 

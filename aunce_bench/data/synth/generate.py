@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from scipy.ndimage import gaussian_filter1d
 
+from aunce_bench.data.landmarks import five_from_68
 from aunce_bench.data.synth.face import expressive_landmarks, neutral_landmarks, sample_identity
 from aunce_bench.data.synth.label_stats import RENDERED_AUS
 from aunce_bench.data.synth.labels import LabelProcess
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # the module is imported in the functions that need it: it im
     from aunce_bench.data.index import FrameIndex  # which labels and faces alone (a report's gallery) do not
 
 # Bump when a change to the face model, renderer or label process changes generated data.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the true landmarks are stored
 
 IDENTITY_STREAM = 0x49444E54  # "IDNT"
 POSE_STREAM = 0x504F5345  # "POSE"
@@ -163,8 +164,8 @@ class _FrameJob:
     pose: tuple[float, float, float]
 
 
-def _render_subject(config: SynthConfig, subject: int, jobs: list[_FrameJob]) -> list[bytes]:
-    """JPEG bytes of one subject's frames (runs in a worker process)."""
+def _render_subject(config: SynthConfig, subject: int, jobs: list[_FrameJob]) -> list[tuple[bytes, np.ndarray]]:
+    """JPEG bytes and true 2D landmarks [68, 2] of one subject's frames (runs in a worker process)."""
     profile = PROFILES[config.profile]
     identity = identity_for(config, subject)
     neutral = neutral_landmarks(identity)
@@ -172,9 +173,9 @@ def _render_subject(config: SynthConfig, subject: int, jobs: list[_FrameJob]) ->
     for job in jobs:
         rng = keyed_rng(config.seed, profile.key, RENDER_STREAM, subject, job.sequence, job.frame, job.view)
         landmarks = expressive_landmarks(neutral, job.intensities, config.cue_strength)
-        image = render_face(identity, landmarks, job.intensities, Pose(*job.pose), profile.style,
-                            config.image_size, rng, config.cue_strength, config.nuisance)
-        images.append(encode_jpeg(image, profile.style.jpeg_quality))
+        face = render_face(identity, landmarks, job.intensities, Pose(*job.pose), profile.style,
+                           config.image_size, rng, config.cue_strength, config.nuisance)
+        images.append((encode_jpeg(face.image, profile.style.jpeg_quality), face.landmarks))
     return images
 
 
@@ -230,9 +231,10 @@ def generated(config: SynthConfig, workers: int | None = None,
             rendered = pool.map(_render_subject, [config] * config.subjects, range(config.subjects),
                                 [jobs for jobs, _ in planned])
             for subject, ((_, columns), images) in enumerate(zip(planned, rendered)):
-                for row, image in enumerate(images):
+                for row, (image, landmarks) in enumerate(images):
                     yield {"image": {"bytes": image, "path": None}, "dataset": profile.dataset_name,
-                           **{key: values[row] for key, values in columns.items()}}
+                           "landmarks": five_from_68(landmarks).ravel(), "landmarks68": landmarks.ravel(),
+                           "face_score": 1.0, **{key: values[row] for key, values in columns.items()}}
                 if progress:
                     progress(subject + 1, config.subjects)
 

@@ -3,6 +3,7 @@
 `render_face` draws flat-coloured shapes with OpenCV's anti-aliased, sub-pixel primitives on a canvas
 `SUPERSAMPLE` times the requested size, downsamples it (area filter), then applies what a camera adds:
 shading from a directional light, colour balance, blur, sensor noise; `encode_jpeg` adds compression.
+It also returns where the 68 landmarks project in the image: the ground truth of face alignment.
 A `CaptureStyle` holds the settings of one capture setup (one per SynthAU profile).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -178,6 +180,11 @@ def _offset(points: np.ndarray, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
     return points + np.array([dx, dy, 0.0])
 
 
+class RenderedFace(NamedTuple):
+    image: np.ndarray  # [size, size, 3] uint8 RGB
+    landmarks: np.ndarray  # [68, 2] float32: where the 68 landmarks project, in pixels of `image` (x right, y down)
+
+
 def render_face(
     identity: Identity,
     landmarks: np.ndarray,
@@ -188,8 +195,9 @@ def render_face(
     rng: np.random.Generator,
     cue_strength: float = 1.0,
     noise_scale: float = 1.0,
-) -> np.ndarray:
-    """Render one face [size, size, 3] uint8 RGB from its expressive 3D `landmarks` [68, 3]."""
+) -> RenderedFace:
+    """Render one face [size, size, 3] uint8 RGB from its expressive 3D `landmarks` [68, 3], with the landmarks'
+    image positions."""
     canvas_size = size * SUPERSAMPLE
     unit_px = style.face_scale * canvas_size * float(np.exp(rng.normal(0, style.alignment_jitter)))
     anchor = canvas_size * (np.array([0.5, style.eye_height]) + rng.normal(0, style.alignment_jitter, 2))
@@ -232,7 +240,9 @@ def render_face(
     canvas.fill(project(_hair_cap(identity)), hair)
 
     image = cv2.resize(canvas.image, (size, size), interpolation=cv2.INTER_AREA)
-    return _capture(image, head_2d / SUPERSAMPLE, style, rng, noise_scale)
+    # canvas pixel centres -> image pixel centres under the area downsampling
+    landmarks_2d = ((lm + 0.5) / SUPERSAMPLE - 0.5).astype(np.float32)
+    return RenderedFace(_capture(image, head_2d / SUPERSAMPLE, style, rng, noise_scale), landmarks_2d)
 
 
 @lru_cache(maxsize=16)
