@@ -30,8 +30,8 @@ def render_loop(size: int, faces: int) -> float:
     started = time.perf_counter()
     for i in range(faces):
         identity, neutral, level = identities[i % 8], neutrals[i % 8], levels[i % len(levels)]
-        image = render_face(identity, expressive_landmarks(neutral, level), level, Pose(3, -2, 1), style, size, rng)
-        encode_jpeg(image, style.jpeg_quality)
+        face = render_face(identity, expressive_landmarks(neutral, level), level, Pose(3, -2, 1), style, size, rng)
+        encode_jpeg(face.image, style.jpeg_quality)
     return faces / (time.perf_counter() - started)
 
 
