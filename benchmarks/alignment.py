@@ -210,8 +210,8 @@ def main() -> None:
                     key=lambda g: (g != "all", order.get(g, -1), g))
     summaries = {group: {name: summary(records[name][group]) for name in names} for group in groups}
     console = Console(width=200)
-    console.print(f"{frames} frames of {args.subjects} SynthAU subjects, roll up to {MAX_ROLL:.0f} degrees; seconds per "
-                  "frame: " + ", ".join(f"{name} {seconds[name] / frames:.3f}" for name in names))
+    console.print(f"{frames} frames of {args.subjects} SynthAU subjects, roll up to {MAX_ROLL:.0f} degrees; "
+                  "seconds per frame: " + ", ".join(f"{name} {seconds[name] / frames:.3f}" for name in names))
     if "old (Haar)" not in aligners:
         console.print(f"old (Haar) left out: OpenCV {cv2.__version__} ships no Haar cascades")
     print_table(console, "alignment by pose", {g.removeprefix("pose "): s for g, s in summaries.items()

@@ -5,9 +5,12 @@ intensities (per AU in `intensity_aus`, -1 where unknown), subject, sequence, fr
 dataset and face landmarks in the image's pixels: `landmarks`, the five points of `landmarks.FIVE_POINTS` as
 x0, y0, x1, y1, ... (NaN where the face was not found in that frame), `landmarks68`, the 68 iBUG points where the
 source has them (SynthAU's true ones; empty otherwise), and `face_score`, the landmark detector's confidence (1 for
-true landmarks, NaN where not detected). Indexes written before landmarks were stored lack the three columns. On disk a FrameIndex is a `save_to_disk` folder plus `frame_index.json`, written last:
-a folder without it was interrupted and is never loaded as complete. The marker records the sha256 of every
-file under `frames/`, checked on each load, and the command that writes the folder again. Writers hold a
+true landmarks, NaN where not detected). Indexes written before landmarks were stored lack the three columns.
+
+On disk a FrameIndex is a `save_to_disk` folder plus `frame_index.json`, written last: a folder without it was
+interrupted and is never loaded as complete. The marker records the sha256 of every file under `frames/`,
+checked on each load, and the command that writes the folder again. Prepared datasets also keep their alignment
+gallery in the folder (`EXTRA_FILES`). Writers hold a
 lock beside the folder (`<folder>.lock`) and never delete a complete folder in place: a replaced one is
 renamed aside first, so a reader that opened its files keeps them. Writers build the table row by row
 (`arrow_table`), so no list of all images is ever held in memory.

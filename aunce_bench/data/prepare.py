@@ -3,11 +3,11 @@
 The importer of the format reads the annotation files (`formats/`), worker processes find the landmarks and
 crop the aligned faces of each sequence (`faces.py`), and the index is written atomically: a temporary sibling
 folder renamed into place once complete, so an interrupted prepare never leaves a dataset that looks complete;
-one process prepares an output folder at a time (the FrameIndex writer lock), a second one waits, then reuses it. The index has the
-columns of SynthAU's (labels with -1 for missing, intensities where the format codes them, neutral pose
-0/0/0 with pose bin `frontal` or the FERA view) plus the five detected landmarks of each aligned face, and its
-metadata records the subjects, official partitions, pose bins, face-finding counts and a content fingerprint.
-Beside the frames goes the alignment gallery: the least confident aligned faces with their landmarks.
+one process prepares an output folder at a time (the FrameIndex writer lock), a second one waits, then reuses
+it. The index has the columns of SynthAU's (labels with -1 for missing, intensities where the format codes
+them, neutral pose 0/0/0 with pose bin `frontal` or the FERA view, the five detected landmarks of each aligned
+face), and its metadata records the subjects, official partitions, pose bins, face-finding counts and a content
+fingerprint. Beside the frames goes the alignment gallery: the least confident aligned faces with their landmarks.
 """
 
 from __future__ import annotations
