@@ -39,8 +39,8 @@ runner = CliRunner()
 NEUTRAL = np.zeros(len(RENDERED_AUS))  # every AU at intensity 0
 
 
-def random_similarity(rng, degrees=None):
-    angle = np.radians(rng.uniform(-40, 40) if degrees is None else degrees)
+def random_similarity(rng):
+    angle = np.radians(rng.uniform(-40, 40))
     scale = rng.uniform(0.5, 2.0)
     return np.array([[scale * np.cos(angle), -scale * np.sin(angle), rng.uniform(-50, 50)],
                      [scale * np.sin(angle), scale * np.cos(angle), rng.uniform(-50, 50)]])
@@ -89,7 +89,7 @@ def dots(points, shape=(300, 400)):
 
 
 def blob_centres(image):
-    """Intensity-weighted centres of the bright blobs of an image, in reading order of the template points."""
+    """Intensity-weighted centres of the bright blobs of an image."""
     grey = image.max(axis=2).astype(np.float64)
     count, labels = cv2.connectedComponents((grey > 40).astype(np.uint8))
     centres = []
