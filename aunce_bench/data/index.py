@@ -10,10 +10,9 @@ true landmarks, NaN where not detected). Indexes written before landmarks were s
 On disk a FrameIndex is a `save_to_disk` folder plus `frame_index.json`, written last: a folder without it was
 interrupted and is never loaded as complete. The marker records the sha256 of every file under `frames/`,
 checked on each load, and the command that writes the folder again. Prepared datasets also keep their alignment
-gallery in the folder (`EXTRA_FILES`). Writers hold a
-lock beside the folder (`<folder>.lock`) and never delete a complete folder in place: a replaced one is
-renamed aside first, so a reader that opened its files keeps them. Writers build the table row by row
-(`arrow_table`), so no list of all images is ever held in memory.
+gallery in the folder (`EXTRA_FILES`). Writers hold a lock beside the folder (`<folder>.lock`) and never delete
+a complete folder in place: a replaced one is renamed aside first, so a reader that opened its files keeps them.
+Writers build the table row by row (`arrow_table`), so no list of all images is ever held in memory.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ import datasets
 import numpy as np
 from filelock import FileLock
 
+from aunce_bench.data.landmarks import FIVE_POINTS
 from aunce_bench.errors import UserError
 
 MARKER_FILE = "frame_index.json"
@@ -40,8 +40,6 @@ ALIGNMENT_GALLERY = "alignment_gallery.jpg"  # prepared datasets: the least conf
 EXTRA_FILES = (ALIGNMENT_GALLERY,)
 MARKER_KEYS = ("name", "aus", "intensity_aus", "rows", "metadata")
 MISSING_LABEL = -1
-FIVE_LANDMARKS = 5
-LANDMARK_COLUMNS = ("landmarks", "landmarks68", "face_score")
 
 
 def frame_features(n_labels: int, n_intensities: int) -> datasets.Features:
@@ -59,7 +57,7 @@ def frame_features(n_labels: int, n_intensities: int) -> datasets.Features:
             "roll": datasets.Value("float32"),
             "pose_bin": datasets.Value("string"),
             "dataset": datasets.Value("string"),
-            "landmarks": datasets.List(datasets.Value("float32"), length=2 * FIVE_LANDMARKS),
+            "landmarks": datasets.List(datasets.Value("float32"), length=2 * len(FIVE_POINTS)),
             "landmarks68": datasets.List(datasets.Value("float32")),
             "face_score": datasets.Value("float32"),
         }
@@ -100,7 +98,7 @@ class FrameIndex:
         if "landmarks" not in self.frames.column_names:
             return None
         values = self.frames.with_format("numpy")["landmarks"]
-        return np.asarray(values, dtype=np.float32).reshape(len(self), FIVE_LANDMARKS, 2)
+        return np.asarray(values, dtype=np.float32).reshape(len(self), len(FIVE_POINTS), 2)
 
     def save(self, path: Path, rebuild: str, extra_files: dict[str, bytes] | None = None) -> None:
         """Write atomically under `writer_lock(path)`: a temporary sibling folder is renamed into place once

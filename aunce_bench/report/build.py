@@ -105,8 +105,8 @@ def _alignment_galleries(runs: list[dict], data_root: Path) -> dict[str, str]:
     from aunce_bench.data.prepared import prepared_info
 
     galleries = {}
-    for config in {json.dumps(run["spec"]["test_data"], sort_keys=True): run["spec"]["test_data"] for run in runs
-                   if not is_synthetic(run["spec"]["test_data"])}.values():
+    for config in {(run["spec"]["test_data"]["dataset"], run["spec"]["test_data"].get("fingerprint")):
+                   run["spec"]["test_data"] for run in runs if not is_synthetic(run["spec"]["test_data"])}.values():
         try:
             info = prepared_info(data_root, config["dataset"])
         except UserError:  # not prepared on this machine
@@ -185,7 +185,7 @@ def build_report(db: Path, out: Path, resamples: int = RESAMPLES, data_root: Pat
                             "first or pass another --db")
         boards = leaderboards(runs, store, resamples)
         labels = label_stats(runs, store)
-    alignment = _alignment_galleries(runs, data_root or default_data_root())
+    alignment = _alignment_galleries(runs, default_data_root(data_root))
     colours = plots.method_colours([run_key(run).label for run in runs])
     own_curves = {run["run_id"]: run_curves(run) for run in runs}
     noise_groups: dict[tuple, list[NoiseCurve]] = defaultdict(list)
