@@ -22,6 +22,7 @@ from aunce_bench.data.prepare import prepare
 from aunce_bench.data.prepared import PreparedConfig, prepared_info
 from aunce_bench.data.synth.generate import SynthConfig, default_output, load_or_generate
 from aunce_bench.errors import UserError
+from aunce_bench.paths import check_writable
 from aunce_bench.protocols import fold_plans
 from aunce_bench.specs import BUILTIN, load_protocol, validation_message
 from rawdata import noise_image, write_image
@@ -252,3 +253,15 @@ def test_concurrent_reports_render_a_gallery_once(cold_cache, monkeypatch):
     with ThreadPoolExecutor(2) as pool:
         pages = list(pool.map(lambda _: gallery_jpeg(config, "f" * 64), range(2)))
     assert len(rendered) == 1 and pages[0] == pages[1]
+
+
+def test_write_checks_of_one_folder_from_many_threads_do_not_collide(tmp_path):
+    folder = tmp_path / "shared"
+
+    def check_repeatedly(_):
+        for _ in range(300):
+            check_writable(folder)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(check_repeatedly, range(8)))
+    assert list(folder.iterdir()) == []
