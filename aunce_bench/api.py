@@ -37,7 +37,8 @@ def _open(db: str | Path) -> ResultStore:
 def _run_row(run: dict) -> dict:
     key = run_key(run)
     row = {name: run[name] for name in _RUN_COLUMNS}
-    row.update(test=key.setting.test, init=key.setting.init, selection=key.selection,
+    row.update(test=key.setting.test, data_fingerprint=key.setting.data_fingerprint, init=key.setting.init,
+               selection=key.selection,
                decision_threshold=key.setting.decision_threshold,
                occurrence_threshold=key.setting.occurrence_threshold,
                device=run["provenance"].get("device"), git_revision=run["provenance"].get("git_revision"))
@@ -68,13 +69,13 @@ def load_results(db: str | Path, *, per: str = "au", status: str | None = "done"
 
 
 def _columns(*extra: str) -> list[str]:
-    return [*_RUN_COLUMNS, "test", "decision_threshold", "occurrence_threshold", "device", "git_revision", *extra]
+    return [*_RUN_COLUMNS, "test", "data_fingerprint", "decision_threshold", "occurrence_threshold", "device", "git_revision", *extra]
 
 
 def leaderboard(db: str | Path, *, protocol: str | None = None, method: str | None = None,
                 resamples: int = RESAMPLES) -> pd.DataFrame:
     """The aggregated leaderboards (as `aunce-bench report`) as one DataFrame: per setting (protocol, budget,
-    test, init, thresholds, noise) its measured rows (rank, method, selection, optimistic, runs, mean_f1, std_f1,
+    test, data_fingerprint, init, thresholds, noise) its measured rows (rank, method, selection, optimistic, runs, mean_f1, std_f1,
     difference_to_best with ci_low/ci_high, f1_<AU>), then its chance row and reported rows (`kind`)."""
     with _open(db) as store:
         boards = leaderboards(store.runs(method=method, protocol=protocol), store, resamples)

@@ -5,6 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aunce_bench import launch
+from aunce_bench.api import load_results
 from aunce_bench.cli import app
 from aunce_bench.report.aggregate import leaderboards, noise_curves, run_key
 from aunce_bench.report.exports import format_leaderboards
@@ -38,7 +39,8 @@ def _run(method, protocol, db, *extra):
 def _stored(**changes):
     spec = {"train_data": {"profile": "bp4d", "occurrence_threshold": 2.0},
             "test_data": {"profile": "bp4d", "occurrence_threshold": 2.0}, "fold_name": "fold1", "init_hash": None,
-            "method": {"model": {"init": "scratch"}}, "decision_threshold": 0.5, "selection": "strict"}
+            "method": {"model": {"init": "scratch"}}, "decision_threshold": 0.5, "selection": "strict",
+            "data_fingerprint": "0" * 20}
     run = {"protocol": "p", "budget": "quick", "method": "m", "noise": "none", "spec": spec}
     for key, value in changes.items():
         if key in run:
@@ -54,7 +56,7 @@ def _stored(**changes):
                                     {"selection": "test_fold"}, {"selection": "last_epoch"},
                                     {"decision_threshold": 0.4}, {"occurrence_threshold": 1.0},
                                     {"fold_name": "bp4d_to_disfa", "test_data": {"profile": "disfa"}},
-                                    {"method": {"model": {"init": "imagenet"}}}])
+                                    {"method": {"model": {"init": "imagenet"}}}, {"data_fingerprint": "1" * 20}])
 def test_every_part_of_the_setting_separates_runs(change):
     assert run_key(_stored(**change)) != run_key(_stored())
 
@@ -103,6 +105,24 @@ def test_a_row_pooling_machines_is_warned_about(tmp_path):
     assert printed.exit_code == 0
     (warning,) = printed.stderr.strip().splitlines()
     assert warning.startswith("warning: synth_bp4d_3fold") and "x86_64 (16 threads); x86_64 (2 threads)" in warning
+
+
+def test_runs_on_another_preparation_of_the_data_get_their_own_leaderboard(tmp_path):
+    db = tmp_path / "results.sqlite"
+    runs = synthetic_runs("wce", "synth_bp4d_3fold")
+    reprepared = [run.model_copy(update={"data_fingerprint": "f" * 20}) for run in runs]  # as after `prepare` again
+    _store_runs(db, runs, 1.0, "cpu")
+    _store_runs(db, reprepared, 3.0, "cpu")
+    with ResultStore(db) as store:
+        boards = leaderboards(store.runs(), store, resamples=200)
+    assert sorted(len(board.rows[0].run_ids) for board in boards) == [3, 3]
+    assert len({board.setting.title for board in boards}) == 2
+    assert {board.setting.test_label for board in boards} == {f"SynthAU bp4d (data {runs[0].data_fingerprint[:8]})",
+                                                             "SynthAU bp4d (data ffffffff)"}
+    printed = runner.invoke(app, ["results", "--db", str(db), "--leaderboard", "--format", "csv"])
+    assert printed.exit_code == 0 and "data_fingerprint" in printed.stdout.splitlines()[0]
+    assert sorted(load_results(db, per="run")["data_fingerprint"]) == sorted(
+        [run.data_fingerprint for run in runs] + ["f" * 20] * 3)
 
 
 def test_noise_curves_hold_the_methods_measured_under_noise(tmp_path):
@@ -264,8 +284,7 @@ def test_names_are_found_on_the_search_path_and_listed_with_their_origin(short_w
     (folder / "methods").mkdir(parents=True)
     (folder / "methods" / "short_wce.yaml").write_text(SHORT_WCE)
     monkeypatch.setenv("AUNCE_BENCH_PATH", str(folder))
-    monkeypatch.setattr("aunce_bench.cli.console.width", 200)
-    listed = runner.invoke(app, ["list", "methods"])
+    listed = runner.invoke(app, ["list", "methods"], env={"COLUMNS": "200"})  # not console.width: it would stick
     assert listed.exit_code == 0
     rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[3:5]]
             for line in listed.output.splitlines() if line.count("│") == 5 and line.split("│")[1].strip()}

@@ -53,8 +53,9 @@ def dataset_label(config: dict) -> str:
 @dataclass(frozen=True, order=True)
 class Setting:
     """What a leaderboard's numbers share: protocol, budget, test set (the test dataset, or a cross-dataset
-    direction), backbone init, decision and occurrence thresholds and training-label noise. Its rows are the
-    methods under each selection policy (`RunKey`)."""
+    direction, and the data's content: `data_fingerprint` changes when a dataset is prepared again or SynthAU's
+    generator changes), backbone init, decision and occurrence thresholds and training-label noise. Its rows are
+    the methods under each selection policy (`RunKey`)."""
 
     protocol: str
     budget: str
@@ -64,10 +65,17 @@ class Setting:
     decision_threshold: float = 0.5
     occurrence_threshold: float | None = 2.0
     noise: str = CLEAN
+    data_fingerprint: str = ""
+
+    @property
+    def test_label(self) -> str:
+        """The test set as shown: its name with the start of the data fingerprint, e.g. "SynthAU bp4d (data 88168257)"."""
+        return f"{self.test} (data {self.data_fingerprint[:8]})" if self.data_fingerprint else self.test
 
     @property
     def title(self) -> str:
-        parts = [self.protocol, self.budget, self.test, f"init {self.init}", f"threshold {self.decision_threshold:g}"]
+        parts = [self.protocol, self.budget, self.test_label, f"init {self.init}",
+                 f"threshold {self.decision_threshold:g}"]
         if self.occurrence_threshold is not None and self.occurrence_threshold != 2.0:
             parts.append(f"occurrence ≥ {self.occurrence_threshold:g}")
         if self.noise != CLEAN:
@@ -107,7 +115,8 @@ def run_key(run: dict) -> RunKey:
     train, test = dataset_label(spec["train_data"]), dataset_label(spec["test_data"])
     cross = train != test
     setting = Setting(run["protocol"], str(run["budget"]), spec["fold_name"] if cross else test, cross, run_init(run),
-                      float(spec["decision_threshold"]), spec["test_data"].get("occurrence_threshold"), run["noise"])
+                      float(spec["decision_threshold"]), spec["test_data"].get("occurrence_threshold"), run["noise"],
+                      spec["data_fingerprint"])
     selection = LEGACY_SELECTIONS.get(spec["selection"], spec["selection"])
     return RunKey(setting, run["method"], selection)
 
@@ -246,7 +255,7 @@ class Leaderboard:
 
         return {
             "protocol": self.setting.protocol, "budget": self.setting.budget, "test": self.setting.test,
-            "init": self.setting.init, "cross_dataset": self.setting.cross, "aus": self.aus, "decision_threshold": self.decision_threshold,
+            "data_fingerprint": self.setting.data_fingerprint, "init": self.setting.init, "cross_dataset": self.setting.cross, "aus": self.aus, "decision_threshold": self.decision_threshold,
             "occurrence_threshold": self.setting.occurrence_threshold, "noise": self.setting.noise,
             "rows": [{"rank": row.rank or None, "method": row.method, "family": row.family, "parent": row.parent,
                       "selection": row.selection,

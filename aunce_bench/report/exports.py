@@ -66,7 +66,8 @@ def format_runs(runs: list[dict], fmt: str) -> str:
     return "\n".join(_markdown(header, [dict(zip(header, row)) for row in rows]))
 
 
-_SETTING_FIELDS = ("protocol", "budget", "test", "init", "decision_threshold", "occurrence_threshold", "noise")
+_SETTING_FIELDS = ("protocol", "budget", "test", "data_fingerprint", "init", "decision_threshold",
+                   "occurrence_threshold", "noise")
 _BOARD_FIELDS = (*_SETTING_FIELDS, "kind", "rank", "method", "family", "selection", "optimistic", "source", "runs",
                  "mean_f1", "std_f1", "difference_to_best", "ci_low", "ci_high", "measured_minus_reported")
 

@@ -123,12 +123,12 @@ NOISE_LINESTYLES = ("-", ":", "-.", (0, (3, 1, 1, 1, 1, 1)))  # per overlaid noi
 def noise_figure(curves: list[NoiseCurve], colours: dict[str, str]) -> Figure:
     """Mean F1 (± std over folds and seeds) against the noise rate, one panel per test set; several noise kinds
     are overlaid in a panel, one line style per kind."""
-    tests = list(dict.fromkeys(curve.setting.test for curve in curves))
+    tests = list(dict.fromkeys(curve.setting.test_label for curve in curves))
     kinds = sorted({curve.kind for curve in curves})
     figure = Figure(figsize=(3.7 * len(tests) + (1.0 if len(kinds) > 1 else 0.0), 2.9))
     panels = figure.subplots(1, len(tests), squeeze=False)[0]
     for axes, test in zip(panels, tests):
-        shown_curves = [curve for curve in curves if curve.setting.test == test]
+        shown_curves = [curve for curve in curves if curve.setting.test_label == test]
         for curve in shown_curves:
             style = NOISE_LINESTYLES[kinds.index(curve.kind) % len(NOISE_LINESTYLES)]
             for method, stats in curve.points.items():
@@ -306,7 +306,7 @@ def sensitivity_figure(sweeps: list[Sensitivity]) -> Figure:
             axes.set_xticks(values, [_text(label) for label in marginal.labels])
             axes.set_xlabel(_text(marginal.path))
             axes.set_ylabel("mean F1 (%)")
-            axes.set_title(_text(sweep.setting.test), fontsize=9)
+            axes.set_title(_text(sweep.setting.test_label), fontsize=9)
     _legend_right(figure, list(panels[0]))
     figure.subplots_adjust(hspace=0.6)
     return figure
