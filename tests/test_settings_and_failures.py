@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from aunce_bench import launch
 from aunce_bench.api import load_results
 from aunce_bench.cli import app
-from aunce_bench.report.aggregate import leaderboards, noise_curves, run_key
+from aunce_bench.report.aggregate import cross_dataset, leaderboards, noise_curves, run_key
 from aunce_bench.report.exports import format_leaderboards
 from aunce_bench.results import ResultStore
 from test_report import store_synthetic_run, synthetic_runs
@@ -123,6 +123,24 @@ def test_runs_on_another_preparation_of_the_data_get_their_own_leaderboard(tmp_p
     assert printed.exit_code == 0 and "data_fingerprint" in printed.stdout.splitlines()[0]
     assert sorted(load_results(db, per="run")["data_fingerprint"]) == sorted(
         [run.data_fingerprint for run in runs] + ["f" * 20] * 3)
+
+
+def test_cross_dataset_rows_compare_with_in_domain_runs_on_the_same_preparation_only(tmp_path):
+    def prepared_as(runs, fingerprint):  # the runs' target data as prepared with this content hash
+        return [run.model_copy(update={"test_data": {**run.test_data, "fingerprint": fingerprint},
+                                       "data_fingerprint": fingerprint * 20}) for run in runs]
+
+    cross = prepared_as(synthetic_runs("wce", "synth_cross_dataset"), "0")
+    in_domain = {seeds: {"same": prepared_as(synthetic_runs("wce", "synth_bp4d_3fold", seeds=seeds[:1]), "0"),
+                         "other": prepared_as(synthetic_runs("wce", "synth_bp4d_3fold", seeds=seeds[1:]), "f")}
+                 for seeds in ((0, 1), (1, 0))}  # both orders in which the store lists them
+    for seeds, stored, expected in (((0, 1), ["other"], None), ((0, 1), ["same", "other"], 3),
+                                    ((1, 0), ["same", "other"], 3)):
+        db = tmp_path / f"{seeds}-{'-'.join(stored)}.sqlite"
+        _store_runs(db, [*cross, *(run for name in stored for run in in_domain[seeds][name])], 1.0, "cpu")
+        with ResultStore(db) as store:
+            (row,) = [row for row in cross_dataset(store.runs()) if row.setting.test == "disfa_to_bp4d"]
+        assert (row.in_domain.n if row.in_domain else None) == expected, stored
 
 
 def test_noise_curves_hold_the_methods_measured_under_noise(tmp_path):

@@ -518,7 +518,8 @@ def pose_grids(runs: list[dict]) -> list[PoseGrid]:
 @dataclass(frozen=True)
 class CrossRow:
     """A method (row label) on one cross-dataset direction, next to its in-domain score on the target dataset
-    (same AUs, selection, budget, init and thresholds, from a k-fold protocol on that dataset) when stored."""
+    (same AUs, selection, budget, init and thresholds, from a k-fold protocol on the same preparation of that
+    dataset) when stored."""
 
     setting: Setting
     method: str
@@ -549,19 +550,20 @@ def cross_dataset(runs: list[dict]) -> list[CrossRow]:
         for method, method_runs in sorted(_by(setting_runs, lambda run: run_key(run).label).items()):
             aus = _aus(method_runs)
             target = dataset_label(method_runs[0]["spec"]["test_data"])
+            prepared = method_runs[0]["spec"]["test_data"].get("fingerprint")  # None on SynthAU
             same = ("budget", "init", "decision_threshold", "occurrence_threshold")
             candidates = {
-                other.protocol: [r for r in other_runs if run_key(r).label == method and not r["groups"]
-                                 and _mean_over(r, aus) is not None]
+                other: [r for r in other_runs if run_key(r).label == method and not r["groups"]
+                        and _mean_over(r, aus) is not None and r["spec"]["test_data"].get("fingerprint") == prepared]
                 for other, other_runs in settings.items()
                 if not other.cross and other.test == target
                 and all(getattr(other, name) == getattr(setting, name) for name in same)
             }
-            candidates = {protocol: found for protocol, found in candidates.items() if found}
-            protocol = min(candidates, key=lambda name: (-len(candidates[name]), name)) if candidates else None
-            in_domain = Stat.of(_mean_over(r, aus) for r in candidates[protocol]) if protocol else None
+            candidates = {other: found for other, found in candidates.items() if found}
+            chosen = min(candidates, key=lambda other: (-len(candidates[other]), other)) if candidates else None
+            in_domain = Stat.of(_mean_over(r, aus) for r in candidates[chosen]) if chosen else None
             rows.append(CrossRow(setting, method, aus, Stat.of(_mean_over(r, aus) for r in method_runs), in_domain,
-                                 protocol))
+                                 chosen.protocol if chosen else None))
     return rows
 
 
