@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from aunce_bench import launch
 from aunce_bench.api import load_results
 from aunce_bench.cli import app
-from aunce_bench.report.aggregate import cross_dataset, leaderboards, noise_curves, run_key
+from aunce_bench.report.aggregate import cross_dataset, label_stats, leaderboards, noise_curves, run_key
 from aunce_bench.report.exports import format_leaderboards
 from aunce_bench.results import ResultStore
 from test_report import store_synthetic_run, synthetic_runs
@@ -123,6 +123,9 @@ def test_runs_on_another_preparation_of_the_data_get_their_own_leaderboard(tmp_p
     assert printed.exit_code == 0 and "data_fingerprint" in printed.stdout.splitlines()[0]
     assert sorted(load_results(db, per="run")["data_fingerprint"]) == sorted(
         [run.data_fingerprint for run in runs] + ["f" * 20] * 3)
+    with ResultStore(db) as store:
+        (labels,) = label_stats(store.runs(), store)
+    assert labels.frames == sum(len(run.test_subjects) for run in runs) * 4  # one preparation's test sets, not both
 
 
 def test_cross_dataset_rows_compare_with_in_domain_runs_on_the_same_preparation_only(tmp_path):

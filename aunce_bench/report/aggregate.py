@@ -592,12 +592,12 @@ def _phi(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def label_stats(runs: list[dict], store: ResultStore) -> list[LabelStats]:
-    """Per test dataset, the stored test labels of one protocol and budget (the one with the most test sets),
-    one run per test set."""
+    """Per test dataset, the stored test labels of one protocol, budget and data preparation (the one with the
+    most test sets), one run per test set."""
     result = []
     done = [run for run in runs if run["status"] == "done"]
     for dataset, dataset_runs in sorted(_by(done, lambda run: dataset_label(run["spec"]["test_data"])).items()):
-        groups = _by(dataset_runs, lambda run: (run["protocol"], str(run["budget"])))
+        groups = _by(dataset_runs, lambda run: (run["protocol"], str(run["budget"]), run["spec"]["data_fingerprint"]))
         chosen = min(groups, key=lambda key: (-len(_test_sets(groups[key])), key))
         tests = _test_sets(groups[chosen])
         aus = _aus(tests)
@@ -611,6 +611,6 @@ def label_stats(runs: list[dict], store: ResultStore) -> list[LabelStats]:
         rates = [_none_if_nan(float(np.mean(column[column != MISSING_LABEL] == 1)))
                  if (column != MISSING_LABEL).any() else None for column in labels.T]
         phi = np.array([[_phi(labels[:, i], labels[:, j]) for j in range(len(aus))] for i in range(len(aus))])
-        result.append(LabelStats(dataset, f"{chosen[0]} · {chosen[1]}, {len(tests)} test set(s)", len(labels),
+        result.append(LabelStats(dataset, f"{chosen[0]} · {chosen[1]} · data {chosen[2][:8]}, {len(tests)} test set(s)", len(labels),
                                  len(subjects), aus, rates, phi))
     return result
