@@ -1,4 +1,5 @@
-"""Where aunce-bench writes: the cache root, and a check that an output folder is writable.
+"""Where aunce-bench writes: the cache root, a check that an output folder is writable, and the hidden work
+folders beside an output folder while it is written.
 
 Kept free of heavy imports, so that commands which only read results start fast.
 """
@@ -6,6 +7,8 @@ Kept free of heavy imports, so that commands which only read results start fast.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,3 +32,26 @@ def check_writable(folder: Path) -> None:
             pass
     except OSError as error:
         raise UserError(f"cannot write to {folder}: {error.strerror or error}; choose a writable output folder")
+
+
+# What a writer does in a hidden folder beside its output: build it (partial), move an old copy aside
+# (replaced), or hold an Arrow cache while writing frames (arrow).
+WORK_KINDS = ("partial", "replaced", "arrow")
+
+
+def work_folder(output: Path, kind: str) -> Path:
+    """A fresh hidden folder beside `output`, `.NAME.KIND-xxxxxxxx`, on the same disk so it can be renamed there."""
+    if kind not in WORK_KINDS:
+        raise ValueError(f"kind must be one of {WORK_KINDS}, got {kind!r}")
+    return Path(tempfile.mkdtemp(prefix=f".{output.name}.{kind}-", dir=output.parent))
+
+
+def remove_left_work(output: Path) -> None:
+    """Remove the work folders of `output` that a writer killed before cleaning up (out of memory, SIGKILL) left
+    behind; they can hold gigabytes. Call it only holding the lock every writer of `output` holds, so that no
+    work folder of `output` is in use."""
+    made_by_work_folder = re.compile(rf"\.{re.escape(output.name)}\.({'|'.join(WORK_KINDS)})-[a-z0-9_]{{8}}")
+    if output.parent.is_dir():
+        for sibling in output.parent.iterdir():
+            if made_by_work_folder.fullmatch(sibling.name) and sibling.is_dir():
+                shutil.rmtree(sibling, ignore_errors=True)

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Literal
@@ -33,7 +32,7 @@ from torch import nn
 
 from aunce_bench import __version__
 from aunce_bench.errors import UserError
-from aunce_bench.paths import default_cache_root
+from aunce_bench.paths import default_cache_root, remove_left_work, work_folder
 from aunce_bench.training.common import Progress
 
 # SynthAU seed of the pretraining identities. Protocols render with other seeds (0 unless overridden), and
@@ -132,7 +131,8 @@ def ensure_synthface(config: SynthFaceConfig, device: torch.device | None = None
     with FileLock(str(folder) + ".lock"):
         if _complete(folder):  # another process built it while this one waited
             return folder, False
-        staging = Path(tempfile.mkdtemp(prefix=f".{config.name}-", dir=folder.parent))
+        remove_left_work(folder)
+        staging = work_folder(folder, "partial")
         try:
             build(config, staging, device or torch.device("cpu"), progress or Progress())
             if folder.exists():  # an incomplete leftover (never renamed there by a build): replace it

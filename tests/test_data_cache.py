@@ -22,7 +22,7 @@ from aunce_bench.data.prepare import prepare
 from aunce_bench.data.prepared import PreparedConfig, prepared_info
 from aunce_bench.data.synth.generate import SynthConfig, default_output, load_or_generate
 from aunce_bench.errors import UserError
-from aunce_bench.paths import check_writable
+from aunce_bench.paths import WORK_KINDS, check_writable, work_folder
 from aunce_bench.protocols import fold_plans
 from aunce_bench.specs import BUILTIN, load_protocol, validation_message
 from rawdata import noise_image, write_image
@@ -163,6 +163,32 @@ def prepared_csv(tmp_path: Path) -> Path:
         lines.append(f"frames/{i}.png,{subject},v1,{i},{i % 2},1")
     (folder / "gft.csv").write_text("\n".join(lines) + "\n")
     return folder / "gft.csv"
+
+
+def leave_killed_work(output: Path) -> tuple[list[Path], list[Path]]:
+    """The work folders of `output` as a writer killed mid-way leaves them, and look-alikes that must stay: another
+    output's work folder and a user's folder named like one."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    left = [work_folder(output, kind) for kind in WORK_KINDS]
+    for folder in left:
+        (folder / "part.arrow").write_bytes(b"frames")
+    others = [work_folder(output.with_name(f"{output.name}2"), "arrow"),
+              output.with_name(f".{output.name}.partial-abcdefgh-mine")]
+    others[1].mkdir()
+    return left, others
+
+
+@pytest.mark.parametrize("writer", ["generate", "prepare"])
+def test_a_writer_removes_the_work_folders_a_killed_writer_left(writer, cold_cache, tmp_path):
+    if writer == "generate":
+        config = SynthConfig(**TINY)
+        left, others = leave_killed_work(default_output(config))
+        load_or_generate(config, workers=1)
+    else:
+        csv, data = prepared_csv(tmp_path), tmp_path / "data"
+        left, others = leave_killed_work(data / "gft")
+        prepare("csv", csv, data_root=data, align=False, workers=1)
+    assert [folder for folder in left if folder.exists()] == [] and all(folder.is_dir() for folder in others)
 
 
 def test_a_damaged_prepared_dataset_fails_with_one_line_and_force_rebuilds_it(tmp_path):

@@ -19,6 +19,7 @@ from aunce_bench.data.synth.generate import identity_for
 from aunce_bench.errors import UserError
 from aunce_bench.models.backbones import create_backbone
 from aunce_bench.models.init import load_backbone
+from aunce_bench.paths import work_folder
 from aunce_bench.protocols import fold_plans, plan_runs
 from aunce_bench.report.aggregate import run_key
 from aunce_bench.specs import list_protocols, load_method, load_protocol
@@ -147,7 +148,10 @@ def test_input_normalisation_comes_from_the_weights_config():
 @pytest.mark.parametrize("objective, epochs", [("landmarks", 4), ("simclr", 10)])
 def test_synthface_objective_loss_falls_on_a_tiny_pool(objective, epochs):
     config = tiny_synthface(objective=objective, epochs=epochs)
+    synthface.synthface_root().mkdir(parents=True, exist_ok=True)
+    killed_build = work_folder(synthface.synthface_root() / config.name, "partial")  # as a killed build leaves it
     folder, built = synthface.ensure_synthface(config)
+    assert not killed_build.exists()
     card = json.loads((folder / synthface.CARD_FILE).read_text())
     assert built and card["objective"] == objective and card["uses_au_labels"] is False
     assert card["losses"]["final_epoch"] < 0.9 * card["losses"]["first_epoch"], card["losses"]

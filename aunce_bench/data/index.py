@@ -33,6 +33,7 @@ from filelock import FileLock
 
 from aunce_bench.data.landmarks import FIVE_POINTS
 from aunce_bench.errors import UserError
+from aunce_bench.paths import work_folder
 
 MARKER_FILE = "frame_index.json"
 FRAMES_FOLDER = "frames"
@@ -110,7 +111,7 @@ class FrameIndex:
         with writer_lock(path):
             if path.exists() and not _holds_only_a_frame_index(path):
                 raise UserError(f"{path} holds files that are not a frame index; choose another output folder")
-            staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+            staging = work_folder(path, "partial")
             aside = None
             try:
                 with _progress_bars_off():
@@ -125,7 +126,7 @@ class FrameIndex:
                 marker["sha256"] = _marker_digest(marker)
                 (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True))
                 if path.exists():  # renamed aside, not deleted in place: a reader may have its files open
-                    aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.replaced-", dir=path.parent))
+                    aside = work_folder(path, "replaced")
                     os.replace(path, aside)
                 os.replace(staging, path)
             finally:
@@ -171,8 +172,7 @@ def arrow_table(rows: Callable[[], Iterator[dict]], features: datasets.Features,
     generating comes out as itself, not wrapped by `datasets`."""
     if folder is not None:
         Path(folder).parent.mkdir(parents=True, exist_ok=True)
-    cache = tempfile.mkdtemp(prefix=f".{Path(folder).name}.arrow-" if folder else "aunce-bench-arrow-",
-                             dir=None if folder is None else Path(folder).parent)
+    cache = work_folder(Path(folder), "arrow") if folder else tempfile.mkdtemp(prefix="aunce-bench-arrow-")
     try:
         with _progress_bars_off():
             try:

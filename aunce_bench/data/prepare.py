@@ -38,7 +38,7 @@ from aunce_bench.data.index import (
     is_complete,
     writer_lock,
 )
-from aunce_bench.paths import check_writable
+from aunce_bench.paths import check_writable, remove_left_work
 from aunce_bench.data.workers import process_pool
 from aunce_bench.errors import UserError
 
@@ -85,6 +85,7 @@ def prepare(format_name: str, root: Path, *, data_root: Path, images: Path | Non
     with writer_lock(out):
         if is_complete(out) and not force:  # another process prepared it while this one waited
             return Prepared(FrameIndex.load(out, rebuild), out, True, time.perf_counter() - started)
+        remove_left_work(out)
         with _built(scan, dataset, align, workers or os.cpu_count() or 1, progress, out) as index:
             index.metadata.update({"format": format_name, "root": str(root.resolve()),
                                    "images": str(images.resolve()), "occurrence_threshold": threshold})

@@ -32,7 +32,7 @@ from aunce_bench.data.synth.profiles import PROFILES, Profile
 from aunce_bench.data.synth.render import Pose, encode_jpeg, render_face
 from aunce_bench.data.workers import process_pool
 from aunce_bench.errors import UserError
-from aunce_bench.paths import check_writable, default_cache_root
+from aunce_bench.paths import check_writable, default_cache_root, remove_left_work
 
 if TYPE_CHECKING:  # the module is imported in the functions that need it: it imports HF datasets (0.6 s),
     from aunce_bench.data.index import FrameIndex  # which labels and faces alone (a report's gallery) do not
@@ -298,6 +298,7 @@ def load_or_generate(config: SynthConfig, out: Path | None = None, workers: int 
         if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
             raise UserError(f"{out} exists and is not an empty folder; choose another output folder, or pass "
                             "--force to replace an incomplete frame index there")
+        remove_left_work(out)
         with generated(config, workers, progress, out) as index:
             index.save(out, rebuild)
     return FrameIndex.load(out, rebuild), out, False
