@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from aunce_bench import cli, synthface
+from aunce_bench import synthface
 from aunce_bench.cli import app
 from aunce_bench.data.noise import NoiseSpec
 from aunce_bench.data.synth.generate import identity_for
@@ -231,8 +231,7 @@ def test_synthface_init_builds_on_first_use_and_runs_end_to_end(tiny_specs, tmp_
     assert [h["loss"] for h in pretraining] == card["losses"]["per_epoch"] and len(pretraining) == config.epochs
     assert all(h["lr"] > 0 and h["images_per_s"] > 0 for h in pretraining)
     assert {h["stage"] for h in stored["history"]} == {synthface.HISTORY_STAGE, "linear probe"}
-    monkeypatch.setattr(cli.console, "width", 200)  # one table row per build
-    listed = runner.invoke(app, ["init", "list"])
+    listed = runner.invoke(app, ["init", "list"], env={"COLUMNS": "200"})  # one table row per build
     assert listed.exit_code == 0 and config.name in listed.output
     shown = runner.invoke(app, ["init", "show", config.name])
     assert shown.exit_code == 0 and json.loads(shown.output)["config_sha256"] == config.content_hash()
@@ -243,7 +242,7 @@ def test_leaderboards_never_pool_inits():
     def run(init, init_hash):
         spec = {"train_data": {"profile": "bp4d"}, "test_data": {"profile": "bp4d"}, "fold_name": "fold1",
                 "init_hash": init_hash, "method": {"model": {"init": init}}, "decision_threshold": 0.5,
-                "selection": "strict"}
+                "selection": "strict", "data_fingerprint": "0" * 20}
         return {"protocol": "p", "budget": "quick", "method": "m", "noise": "none", "spec": spec}
 
     settings = {run_key(run("scratch", None)), run_key(run("synthface", "synthface:" + "a" * 64)),
