@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,10 +41,18 @@ WORK_KINDS = ("partial", "replaced", "arrow")
 
 
 def work_folder(output: Path, kind: str) -> Path:
-    """A fresh hidden folder beside `output`, `.NAME.KIND-xxxxxxxx`, on the same disk so it can be renamed there."""
+    """A fresh hidden folder beside `output`, `.NAME.KIND-xxxxxxxx`, on the same disk so it can be renamed there.
+    It gets the permissions of any new folder (the umask's), not mkdtemp's owner-only ones: renamed into place, it
+    is what the people sharing a data root read."""
     if kind not in WORK_KINDS:
         raise ValueError(f"kind must be one of {WORK_KINDS}, got {kind!r}")
-    return Path(tempfile.mkdtemp(prefix=f".{output.name}.{kind}-", dir=output.parent))
+    while True:
+        folder = output.parent / f".{output.name}.{kind}-{secrets.token_hex(4)}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
 
 
 def remove_left_work(output: Path) -> None:

@@ -4,6 +4,7 @@ one-line errors that say how to rebuild, and limits on the data configurations."
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -189,6 +190,12 @@ def test_a_writer_removes_the_work_folders_a_killed_writer_left(writer, cold_cac
         left, others = leave_killed_work(data / "gft")
         prepare("csv", csv, data_root=data, align=False, workers=1)
     assert [folder for folder in left if folder.exists()] == [] and all(folder.is_dir() for folder in others)
+
+
+def test_a_written_frame_index_has_the_permissions_of_any_new_folder(cold_cache, tmp_path):
+    _, folder, _ = load_or_generate(SynthConfig(**TINY), workers=1)
+    (tmp_path / "new").mkdir()
+    assert stat.S_IMODE(folder.stat().st_mode) == stat.S_IMODE((tmp_path / "new").stat().st_mode)
 
 
 def test_a_damaged_prepared_dataset_fails_with_one_line_and_force_rebuilds_it(tmp_path):
