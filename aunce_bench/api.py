@@ -69,14 +69,16 @@ def load_results(db: str | Path, *, per: str = "au", status: str | None = "done"
 
 
 def _columns(*extra: str) -> list[str]:
-    return [*_RUN_COLUMNS, "test", "data_fingerprint", "decision_threshold", "occurrence_threshold", "device", "git_revision", *extra]
+    return [*_RUN_COLUMNS, "test", "data_fingerprint", "decision_threshold", "occurrence_threshold", "device",
+            "git_revision", *extra]
 
 
 def leaderboard(db: str | Path, *, protocol: str | None = None, method: str | None = None,
                 resamples: int = RESAMPLES) -> pd.DataFrame:
     """The aggregated leaderboards (as `aunce-bench report`) as one DataFrame: per setting (protocol, budget,
-    test, data_fingerprint, init, thresholds, noise) its measured rows (rank, method, selection, optimistic, runs, mean_f1, std_f1,
-    difference_to_best with ci_low/ci_high, f1_<AU>), then its chance row and reported rows (`kind`)."""
+    test, data_fingerprint, init, thresholds, noise) its measured rows (rank, method, selection, optimistic, runs,
+    mean_f1, std_f1, difference_to_best with ci_low/ci_high, f1_<AU>), then its chance row and reported rows
+    (`kind`)."""
     with _open(db) as store:
         boards = leaderboards(store.runs(method=method, protocol=protocol), store, resamples)
     return pd.DataFrame([row for board in boards for row in board_rows(board)])

@@ -217,7 +217,8 @@ def test_leaderboard_numbers_equal_the_per_run_results(tiny, tmp_path):
     assert runner.invoke(app, ["report", "--db", str(db), "--out", str(out)]).exit_code == 0
     assert json.loads((out / "leaderboards.json").read_text()) == [board]
     csv = (out / "leaderboards.csv").read_text().splitlines()
-    assert csv[0].startswith("protocol,budget,test,data_fingerprint,init,decision_threshold,occurrence_threshold,noise,kind,rank,method,family,selection") and len(csv) == 1 + 3
+    assert csv[0].startswith("protocol,budget,test,data_fingerprint,init,decision_threshold,occurrence_threshold,"
+                             "noise,kind,rank,method,family,selection") and len(csv) == 1 + 3
     assert f"{best['mean_f1']:.4f}" in csv[1]
     assert (out / "leaderboards.md").read_text().startswith("## tiny_easy · quick · SynthAU bp4d")
     html = (out / "index.html").read_text()

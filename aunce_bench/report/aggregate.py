@@ -69,7 +69,7 @@ class Setting:
 
     @property
     def test_label(self) -> str:
-        """The test set as shown: its name with the start of the data fingerprint, e.g. "SynthAU bp4d (data 88168257)"."""
+        """The test set as shown: its name and the start of its data fingerprint ("SynthAU bp4d (data 88168257)")."""
         return f"{self.test} (data {self.data_fingerprint[:8]})" if self.data_fingerprint else self.test
 
     @property
@@ -255,7 +255,8 @@ class Leaderboard:
 
         return {
             "protocol": self.setting.protocol, "budget": self.setting.budget, "test": self.setting.test,
-            "data_fingerprint": self.setting.data_fingerprint, "init": self.setting.init, "cross_dataset": self.setting.cross, "aus": self.aus, "decision_threshold": self.decision_threshold,
+            "data_fingerprint": self.setting.data_fingerprint, "init": self.setting.init,
+            "cross_dataset": self.setting.cross, "aus": self.aus, "decision_threshold": self.decision_threshold,
             "occurrence_threshold": self.setting.occurrence_threshold, "noise": self.setting.noise,
             "rows": [{"rank": row.rank or None, "method": row.method, "family": row.family, "parent": row.parent,
                       "selection": row.selection,
@@ -611,6 +612,7 @@ def label_stats(runs: list[dict], store: ResultStore) -> list[LabelStats]:
         rates = [_none_if_nan(float(np.mean(column[column != MISSING_LABEL] == 1)))
                  if (column != MISSING_LABEL).any() else None for column in labels.T]
         phi = np.array([[_phi(labels[:, i], labels[:, j]) for j in range(len(aus))] for i in range(len(aus))])
-        result.append(LabelStats(dataset, f"{chosen[0]} · {chosen[1]} · data {chosen[2][:8]}, {len(tests)} test set(s)", len(labels),
-                                 len(subjects), aus, rates, phi))
+        protocol, budget, data_fingerprint = chosen
+        source = f"{protocol} · {budget} · data {data_fingerprint[:8]}, {len(tests)} test set(s)"
+        result.append(LabelStats(dataset, source, len(labels), len(subjects), aus, rates, phi))
     return result
