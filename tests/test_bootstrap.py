@@ -28,15 +28,15 @@ def same_labels(table, other):
     return other | {f"label_{au}": table[f"label_{au}"] for au in AUS}
 
 
-def slow_mean_f1(table, chosen):
-    """Mean over AUs of sklearn's F1 on the frames of the chosen subjects (with repeats), missing excluded."""
+def slow_au_f1(table, chosen):
+    """sklearn's F1 per AU on the frames of the chosen subjects (with repeats), missing excluded."""
     rows = np.concatenate([np.flatnonzero(table["subject"] == subject) for subject in chosen])
     scores = []
     for au in AUS:
         labels, probs = table[f"label_{au}"][rows], table[f"prob_{au}"][rows]
         valid = labels != -1
         scores.append(f1_score(labels[valid], probs[valid] >= THRESHOLD, zero_division=0))
-    return np.mean(scores)
+    return np.array(scores)
 
 
 def test_bootstrap_matches_an_independent_frame_level_loop():
@@ -58,20 +58,25 @@ def test_bootstrap_matches_an_independent_frame_level_loop():
         resamples=resamples, seed=7)
 
     draw = np.random.default_rng(7)  # the documented order: fold by fold, one multinomial per fold
-    differences = np.zeros(resamples)
+    differences = np.zeros((resamples, len(AUS)))
     for fold, subjects in folds.items():
         subjects = sorted(subjects)
         weights = draw.multinomial(len(subjects), np.full(len(subjects), 1 / len(subjects)), size=resamples)
         for b in range(resamples):
             chosen = [subject for subject, count in zip(subjects, weights[b]) for _ in range(count)]
-            differences[b] += np.mean([slow_mean_f1(a, chosen) - slow_mean_f1(other, chosen)
-                                       for a, other in runs[fold]]) / len(folds)
-    observed = np.mean([np.mean([slow_mean_f1(a, sorted(folds[fold])) - slow_mean_f1(b, sorted(folds[fold]))
-                                 for a, b in runs[fold]]) for fold in folds])
-    low, high = np.percentile(differences, [2.5, 97.5])
-    assert fast.difference == pytest.approx(observed, abs=1e-12)
+            differences[b] += np.mean([slow_au_f1(a, chosen) - slow_au_f1(other, chosen)
+                                       for a, other in runs[fold]], axis=0) / len(folds)
+    observed = np.mean([np.mean([slow_au_f1(a, sorted(folds[fold])) - slow_au_f1(b, sorted(folds[fold]))
+                                 for a, b in runs[fold]], axis=0) for fold in folds], axis=0)
+    low, high = np.percentile(differences.mean(axis=1), [2.5, 97.5])
+    assert fast.difference == pytest.approx(observed.mean(), abs=1e-12)
     assert (fast.low, fast.high) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
     assert fast.pairs == 4
+    assert len(fast.per_au) == len(AUS)  # per AU: the same resamples
+    for k, interval in enumerate(fast.per_au):
+        low, high = np.percentile(differences[:, k], [2.5, 97.5])
+        assert interval.difference == pytest.approx(observed[k], abs=1e-12)
+        assert (interval.low, interval.high) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
 
 
 def test_difference_to_itself_is_exactly_zero():
@@ -81,6 +86,7 @@ def test_difference_to_itself_is_exactly_zero():
     interval = paired_difference([[(counts, counts)]], resamples=500)
     assert (interval.difference, interval.low, interval.high) == (0.0, 0.0, 0.0)
     assert not interval.significant
+    assert [(au.difference, au.low, au.high) for au in interval.per_au] == [(0.0, 0.0, 0.0)] * len(AUS)
 
 
 def test_a_clearly_better_method_gets_an_interval_above_zero():

@@ -61,9 +61,10 @@ def synthetic_history(run, skill, epochs=None):
     return history
 
 
-def store_synthetic_run(store, run, skill, frames_per_subject=4, history=True):
-    """Store `run` as done with predictions of the given skill on labels shared by every run of its fold, and a
-    synthetic history (`history`: True, False for none as stores written before histories, or the entries)."""
+def store_synthetic_run(store, run, skill, frames_per_subject=4, history=True, predict=None):
+    """Store `run` as done with predictions of the given skill (or `predict(run, labels)`'s probabilities) on
+    labels shared by every run of its fold, and a synthetic history (`history`: True, False for none as stores
+    written before histories, or the entries)."""
     rates = PROFILES[run.test_data["profile"]].labels.base_rates
     bins = [pose_bin_name(*b) for b in POSE_BINS] if run.test_data["pose"] == "bins" else ["frontal"]
     label_rng = _rng(run.protocol, run.fold_name)
@@ -76,7 +77,8 @@ def store_synthetic_run(store, run, skill, frames_per_subject=4, history=True):
     noise = NoiseSpec.parse(run.noise)
     rng = _rng(run.run_id)
     margin = skill * (1 - noise.rate)
-    probabilities = 1 / (1 + np.exp(-(margin * (2 * (labels == 1) - 1) + rng.normal(0, 1, labels.shape))))
+    drawn = 1 / (1 + np.exp(-(margin * (2 * (labels == 1) - 1) + rng.normal(0, 1, labels.shape))))
+    probabilities = predict(run, labels) if predict else drawn
     names = [f"AU{au}" for au in run.aus]
     if len(bins) > 1:
         metrics = grouped_au_metrics(probabilities, labels, np.char.add("pose:", keys["pose_bin"]), names)
@@ -147,6 +149,42 @@ def evil(tmp_path_factory):
                 store_synthetic_run(store, run, skill)
         store_synthetic_run(store, synthetic_runs("wce", "synth_bp4d_3fold", "symmetric:0.2")[0]
                             .model_copy(update={"method": evil_method}), 1.0)
+    result = runner.invoke(app, ["report", "--db", str(db), "--out", str(folder / "report")])
+    assert result.exit_code == 0, result.output
+    return db, folder / "report"
+
+
+def informed(run, labels):
+    """Probabilities that follow the labels, with noise that depends on the labels only: the same for every
+    method on the same frames."""
+    rng = _rng("informed", labels.tobytes())
+    return 1 / (1 + np.exp(-(2 * (2 * (labels == 1) - 1) + rng.normal(0, 1, labels.shape))))
+
+
+def blind_to_au4(run, labels):
+    """`informed`, except that AU4 is never predicted, and on fold 1 one AU1 hit is missed."""
+    probabilities = informed(run, labels)
+    probabilities[:, run.aus.index(4)] = 0.0
+    if run.fold == 1:
+        au1 = run.aus.index(1)
+        probabilities[np.flatnonzero((labels[:, au1] == 1) & (probabilities[:, au1] >= 0.5))[0], au1] = 0.0
+    return probabilities
+
+
+HAND_MADE = {"wce": informed, "blind_au4": blind_to_au4, "silent": lambda run, labels: np.zeros(labels.shape)}
+
+
+@pytest.fixture(scope="module")
+def hand_made(tmp_path_factory):
+    """Three methods on the same frames of synth_bp4d_3fold (one seed): `wce` informed, `blind_au4` the same but
+    for AU4 (never predicted) and one missed AU1 hit, `silent` predicting nothing (below chance); the store and
+    its report: (db, report folder)."""
+    folder = tmp_path_factory.mktemp("hand_made")
+    db = folder / "results.sqlite"
+    with ResultStore(db) as store:
+        for name, predict in HAND_MADE.items():
+            for run in synthetic_runs("wce", "synth_bp4d_3fold", name=name):
+                store_synthetic_run(store, run, 0.0, predict=predict)
     result = runner.invoke(app, ["report", "--db", str(db), "--out", str(folder / "report")])
     assert result.exit_code == 0, result.output
     return db, folder / "report"
@@ -337,6 +375,88 @@ def test_best_is_marked_only_where_a_value_beats_another():
     leaderboard = build.environment().get_template("macros.html.j2").module.leaderboard
     assert 'class="best"' not in str(leaderboard(_board(0.0, 0.0), 1000))
     assert str(leaderboard(_board(0.5, 0.5, 0.2), 1000)).count('class="best"') == 2 * 2  # tied rows, mean and AU1
+
+
+def _weighted_f1(frame_weights, label, predicted):
+    """F1 over frames counted `frame_weights` [B, N] times each, frames with a missing label left out: [B]."""
+    tp, fp, fn = (frame_weights @ hit.astype(float) for hit in
+                  (predicted & (label == 1), predicted & (label == 0), ~predicted & (label == 1)))
+    denominator = 2 * tp + fp + fn
+    return np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+
+
+def test_per_au_differences_equal_an_independent_frame_level_bootstrap(hand_made):
+    """blind_au4 - wce per AU: AU4's interval is below 0, AU1's (one missed hit) touches 0, the others are 0; each
+    difference and interval is recomputed from the stored frames, resampling subjects as documented."""
+    db, out = hand_made
+    resamples = 200
+    with ResultStore(db) as store:
+        runs = store.runs()
+        [board] = leaderboards(runs, store, resamples=resamples)
+        tables = {(run["method"], run["spec"]["fold_name"]): store.predictions(run["run_id"]) for run in runs}
+    best, blind = board.rows[0], next(row for row in board.rows if row.method == "blind_au4")
+    assert best.method == "wce" and blind.significance.pairs == 3
+    subjects = {run["spec"]["fold_name"]: sorted(run["spec"]["test_subjects"]) for run in runs}
+    draw = np.random.default_rng(0)  # fold by fold in name order, one multinomial over the sorted subjects each
+    differences, observed = np.zeros((resamples, len(board.aus))), np.zeros(len(board.aus))
+    for fold in sorted(subjects):
+        n = len(subjects[fold])
+        weights = draw.multinomial(n, np.full(n, 1 / n), size=resamples)
+        for method, sign in (("blind_au4", 1), ("wce", -1)):
+            table = tables[method, fold]
+            frames = [subjects[fold].index(subject) for subject in table.column("subject").to_pylist()]
+            for k, au in enumerate(board.aus):
+                label = table.column(f"label_{au}").to_numpy()
+                predicted = table.column(f"prob_{au}").to_numpy() >= board.decision_threshold
+                differences[:, k] += sign * _weighted_f1(weights[:, frames], label, predicted) / len(subjects)
+                observed[k] += sign * _weighted_f1(np.ones((1, len(frames))), label, predicted)[0] / len(subjects)
+    per_au = dict(zip(board.aus, blind.significance.per_au))
+    for k, au in enumerate(board.aus):
+        low, high = np.percentile(differences[:, k], [2.5, 97.5])
+        assert per_au[au].difference == pytest.approx(observed[k], abs=1e-12)
+        assert per_au[au].difference == pytest.approx(blind.per_au[au] - best.per_au[au], abs=1e-12)  # stored F1
+        assert (per_au[au].low, per_au[au].high) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+    low, high = np.percentile(differences.mean(axis=1), [2.5, 97.5])  # the mean F1's, from the same resamples
+    assert (blind.significance.low, blind.significance.high) == (pytest.approx(low, abs=1e-12),
+                                                                 pytest.approx(high, abs=1e-12))
+    assert per_au["AU4"].high < 0 and per_au["AU4"].significant
+    assert per_au["AU1"].low < per_au["AU1"].high == 0 and not per_au["AU1"].significant
+    assert all((i.difference, i.low, i.high) == (0, 0, 0) for au, i in per_au.items() if au not in ("AU1", "AU4"))
+
+    # the page: blind_au4's row marks the mean and AU4, coloured red; equal AUs stay white
+    html = (out / "index.html").read_text()
+    view = html[html.index('id="differences-board-1"'):]
+    view = view[:view.index("</table>")]
+    assert "Where methods differ: synth_bp4d_3fold" in view and "test: SynthAU bp4d (data " in view
+    row = next(row for row in view.split("<tr>") if row.strip().startswith('<td class="text">blind_au4'))
+    cells = re.findall(r'<td style="background-color: rgb\((\d+), (\d+), (\d+)\)"( class="excludes-zero")? '
+                       r'title="([^:]+):', row)
+    assert [column for *_, column in cells] == ["mean F1", *board.aus]
+    assert [column for *_, marked, column in cells if marked] == ["mean F1", "AU4"]
+    colours = {column: tuple(map(int, rgb)) for *rgb, _, column in cells}
+    assert colours["AU4"][0] > colours["AU4"][2] + 50 and colours["AU2"] == (255, 255, 255)
+    [exported] = [r for r in board_of(out, "synth_bp4d_3fold")["rows"] if r["method"] == "blind_au4"]
+    assert exported["difference_to_best"]["per_au"]["AU4"]["difference"] == pytest.approx(per_au["AU4"].difference)
+    header, *lines = [line.split(",") for line in (out / "leaderboards.csv").read_text().splitlines()]
+    [csv_row] = [line for line in lines if line[header.index("method")] == "blind_au4"
+                 and line[header.index("kind")] == "measured"]
+    assert csv_row[header.index("difference_to_best_AU4")] == f"{per_au['AU4'].difference:.4f}"
+
+
+def test_rows_below_chance_are_tagged(hand_made):
+    _, out = hand_made
+    html = (out / "index.html").read_text()
+    measured = html[html.index('<tbody class="measured">'):html.index('<tbody class="fixed">')]
+    tagged = [row for row in measured.split("<tr")[1:] if 'class="tag below-chance"' in row]
+    assert len(tagged) == 1 and 'data-v="silent"' in tagged[0] and 'title="mean F1 0.0 is below chance' in tagged[0]
+    leaderboard = build.environment().get_template("macros.html.j2").module.leaderboard
+    for means, tagged in (((0.1, 0.3), ["m0"]), ((0.3, 0.25), []), ((0.1,), ["m0"])):  # the last: ranked first
+        board = _board(*means)
+        board.rows, board.chance["mean"] = aggregate._rank(board.rows), 0.2
+        rendered = str(leaderboard(board, 1000))
+        rows = [row for row in rendered.split("<tr") if 'data-v="m' in row]
+        assert [re.search(r'data-v="(m\d)"', row)[1] for row in rows if "below chance</span>" in row] == tagged
+        assert rendered.count('title="mean F1 10.0 is below chance (20.0: every AU predicted present') == len(tagged)
 
 
 def test_noise_pose_and_cross_aggregates(synthetic):
@@ -600,6 +720,20 @@ def test_report_in_a_real_browser(synthetic, page_of, tmp_path):
     _sort_by(table, "method")
     assert _column(table, "method") == sorted(row["method"] for row in board["rows"])
     assert table.locator("tbody.fixed tr").count() == 1 + len(board["reported"])  # chance and reported stay put
+
+    # where methods differ: one row per ranked method but the best, cells coloured by sign, a screenshot of it
+    view = page.locator("#differences-board-1")
+    differences = view.locator("table.differences")
+    assert differences.locator("tbody tr").count() == sum(1 for row in board["rows"] if row["rank"]) - 1
+    assert differences.locator("thead th").all_inner_texts() == ["method", "mean F1", *board["aus"]]
+    marked = differences.locator("td.excludes-zero")  # aunce is worse than wce overall: red
+    assert marked.count() >= 1 and marked.first.evaluate("c => getComputedStyle(c).fontWeight") == "700"
+    red, green, blue = map(int, re.findall(r"\d+", marked.first.evaluate("c => getComputedStyle(c).backgroundColor")))
+    assert red > blue + 30 and (red, green, blue) != (255, 255, 255)
+    view_screenshot = artifacts / "per_au_view.png"
+    view.screenshot(path=str(view_screenshot), style="nav.toc { position: static; }")
+    print(f"per-AU differences screenshot: {view_screenshot}")
+    assert view_screenshot.stat().st_size > 10_000
 
     protocol = page.locator("#provenance details.group").nth(1)  # the first protocol's (0: method configurations)
     assert not protocol.locator("table.runs").first.is_visible()  # collapsed

@@ -171,7 +171,7 @@ class MethodRow:
     family: str = "other"  # the method's family (MethodSpec.family)
     parent: str | None = None  # the method this row is an ablation or sweep point of
     rank: int = 0
-    significance: Interval | None = None  # difference to the best ranked row; None for that row itself
+    significance: Interval | None = None  # difference to the best ranked row, mean and per AU; None for it
 
     @property
     def label(self) -> str:
@@ -239,6 +239,16 @@ class Leaderboard:
         """The families of the rows, in FAMILIES order (the report's filter)."""
         return [family for family in FAMILIES if any(row.family == family for row in self.rows)]
 
+    @property
+    def compared_rows(self) -> list[MethodRow]:
+        """The ranked rows but the best (the first), in `grouped_rows` order: the rows of the per-AU differences."""
+        return [row for row in self.grouped_rows if row.rank and row is not self.rows[0]]
+
+    def below_chance(self, row: MethodRow) -> bool:
+        """Whether a row's mean F1 is below the chance row's (every AU predicted present on the same frames)."""
+        chance = self.chance.get("mean")
+        return row.f1.mean is not None and chance is not None and row.f1.mean < chance
+
     def best(self, column: str) -> float | None:
         """The highest value of a column ("mean" or an AU) among ranked rows, which the page marks; None where
         no value beats another (one row, or every row equal, e.g. all 0). Rows tied at the top are all best."""
@@ -250,8 +260,11 @@ class Leaderboard:
     def to_dict(self) -> dict:
         """Plain JSON: the leaderboard exports and the data embedded in the HTML report."""
         def interval(value: Interval | None) -> dict | None:
-            return None if value is None else {"difference": value.difference, "low": value.low, "high": value.high,
-                                               "pairs": value.pairs, "significant": value.significant}
+            if value is None:
+                return None
+            per_au = {"per_au": dict(zip(self.aus, map(interval, value.per_au)))} if value.per_au else {}
+            return {"difference": value.difference, "low": value.low, "high": value.high, "pairs": value.pairs,
+                    "significant": value.significant, **per_au}
 
         return {
             "protocol": self.setting.protocol, "budget": self.setting.budget, "test": self.setting.test,
@@ -399,7 +412,8 @@ def method_family(run: dict) -> tuple[str, str | None]:
 
 def _significance(row_runs: list[dict], best_runs: list[dict], aus: list[str], counts: _Counts,
                   resamples: int) -> Interval | None:
-    """Paired bootstrap of (method - best), runs paired by fold and seed; None without a pair."""
+    """Paired bootstrap of (method - best), of the mean F1 and per AU of `aus`, runs paired by fold and seed; None
+    without a pair."""
     best = {(r["spec"]["fold_name"], r["seed"]): r for r in best_runs}
     folds: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
     for run in row_runs:
@@ -414,7 +428,7 @@ def _significance(row_runs: list[dict], best_runs: list[dict], aus: list[str], c
 
 def leaderboards(runs: list[dict], store: ResultStore, resamples: int = RESAMPLES) -> list[Leaderboard]:
     """One leaderboard per setting of the clean done runs, rows ranked, with chance, reported rows and the
-    paired bootstrap interval of each method's difference to the best."""
+    paired bootstrap interval of each method's difference to the best (of the mean F1 and per AU)."""
     clean = [run for run in runs if run["status"] == "done" and run["noise"] == CLEAN]
     rates = store.positive_rates()
     counts = _Counts(store)

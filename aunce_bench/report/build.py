@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from aunce_bench.errors import UserError
 from aunce_bench.report import plots
 from aunce_bench.report.aggregate import (
+    Leaderboard,
     NoiseCurve,
     cross_dataset,
     dataset_label,
@@ -38,6 +39,7 @@ from aunce_bench.results import ResultStore
 
 EXPORTS = {"json": "leaderboards.json", "csv": "leaderboards.csv", "md": "leaderboards.md"}
 RUN_FIELDS = ("method", "seed", "noise")  # the spec fields in which the runs of one setup differ
+DIFFERENCE_SCALE = 0.05  # the least F1 difference that gets the full colour in the per-AU differences
 
 
 def _pct(value: float | None) -> str:
@@ -55,10 +57,25 @@ def _num(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else repr(float(value))
 
 
+def _diverging(value: float, scale: float) -> str:
+    """A difference's cell colour: white at 0, towards blue above and red below, at |value| >= `scale` 60% of the
+    way (dark text stays readable)."""
+    share = 0.6 * min(abs(value) / scale, 1.0)
+    r, g, b = (round(255 + (c - 255) * share) for c in ((33, 102, 172) if value > 0 else (178, 24, 43)))
+    return f"rgb({r}, {g}, {b})"
+
+
+def _difference_scale(board: Leaderboard) -> float:
+    """The |difference| that gets the full colour in a board's per-AU differences: the largest one there, at least
+    DIFFERENCE_SCALE (so that a board of small differences stays pale)."""
+    return max([DIFFERENCE_SCALE, *(abs(au.difference) for row in board.compared_rows if row.significance
+                                    for au in row.significance.per_au)])
+
+
 def environment() -> Environment:
     env = Environment(loader=PackageLoader("aunce_bench.report", "templates"), autoescape=True,
                       trim_blocks=True, lstrip_blocks=True)
-    env.globals.update(pct=_pct, signed=_signed, num=_num)
+    env.globals.update(pct=_pct, signed=_signed, num=_num, diverging=_diverging)
     return env
 
 
@@ -194,7 +211,8 @@ def build_report(db: Path, out: Path, resamples: int = RESAMPLES, data_root: Pat
                       curve.setting.decision_threshold, curve.setting.occurrence_threshold, curve.kind)].append(curve)
     page = environment().get_template("report.html.j2").render(
         db=str(db), n_done=len(runs), n_other=len(stored) - len(runs), resamples=resamples,
-        boards=[{"board": board, "bars": _inline(plots.per_au_bars(board, colours))} for board in boards],
+        boards=[{"board": board, "bars": _inline(plots.per_au_bars(board, colours)),
+                 "scale": _difference_scale(board)} for board in boards],
         training=_training_curves(boards, runs, own_curves, colours),
         noise=[{"protocol": protocol, "budget": budget, "init": init, "kind": kind, "curves": curves,
                 "svg": _inline(plots.noise_figure(curves, colours))}

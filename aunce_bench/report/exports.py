@@ -12,6 +12,7 @@ import io
 import json
 
 from aunce_bench.report.aggregate import Leaderboard
+from aunce_bench.report.bootstrap import Interval
 
 _SCALARS = ("run_id", "method", "protocol", "dataset", "budget", "fold", "seed", "noise", "init", "selection", "status",
             "mean_f1", "chance_f1", "wall_s")
@@ -70,20 +71,28 @@ _SETTING_FIELDS = ("protocol", "budget", "test", "data_fingerprint", "init", "de
                    "occurrence_threshold", "noise")
 _BOARD_FIELDS = (*_SETTING_FIELDS, "kind", "rank", "method", "family", "selection", "optimistic", "source", "runs",
                  "mean_f1", "std_f1", "difference_to_best", "ci_low", "ci_high", "measured_minus_reported")
+_DIFFERENCE_FIELDS = ("difference_to_best", "ci_low", "ci_high")  # per AU in CSV: difference_to_best_AU1, ...
+
+
+def _differences(interval: Interval | None, aus: list[str]) -> dict:
+    """A row's difference to the best with its interval, of the mean F1 and per AU (`difference_to_best_AU1`, ...)."""
+    if interval is None:
+        return {}
+    parts = [("", interval), *((f"_{au}", per_au) for au, per_au in zip(aus, interval.per_au))]
+    return {f"{name}{suffix}": value for suffix, part in parts
+            for name, value in zip(_DIFFERENCE_FIELDS, (part.difference, part.low, part.high))}
 
 
 def board_rows(board: Leaderboard) -> list[dict]:
-    """Measured rows (ranked), then the chance row and reported rows (no rank), for CSV and Markdown."""
+    """Measured rows (ranked), then the chance row and reported rows (no rank), for CSV and Markdown (which
+    leaves out the per-AU differences to the best)."""
     setting = {name: getattr(board.setting, name) for name in _SETTING_FIELDS}
     rows = []
     for row in board.rows:
-        interval = row.significance
         family = f"{row.family} of {row.parent}" if row.parent else row.family
         rows.append({**setting, "kind": "measured", "rank": row.rank or None, "method": row.method, "family": family,
                      "selection": row.selection, "optimistic": row.optimistic, "runs": row.f1.n,
-                     "mean_f1": row.f1.mean, "std_f1": row.f1.std,
-                     **({"difference_to_best": interval.difference, "ci_low": interval.low, "ci_high": interval.high}
-                        if interval else {}),
+                     "mean_f1": row.f1.mean, "std_f1": row.f1.std, **_differences(row.significance, board.aus),
                      **{f"f1_{au}": row.per_au.get(au) for au in board.aus}})
     rows.append({**setting, "kind": "chance", "method": "chance (all-positive)", "mean_f1": board.chance["mean"],
                  **{f"f1_{au}": board.chance.get(au) for au in board.aus}})
@@ -100,13 +109,14 @@ def _markdown(header: list[str], rows: list[dict]) -> list[str]:
 
 
 def format_leaderboards(boards: list[Leaderboard], fmt: str) -> str:
-    """Leaderboards as JSON (a list of boards), CSV (one table; F1 columns of every board's AUs) or Markdown
-    (one section per board)."""
+    """Leaderboards as JSON (a list of boards), CSV (one table; F1 and difference-to-best columns of every board's
+    AUs) or Markdown (one section per board)."""
     if fmt == "json":
         return json.dumps([board.to_dict() for board in boards], indent=2, allow_nan=False)
     if fmt == "csv":
         aus = _au_columns([{"per_au_f1": dict.fromkeys(board.aus)} for board in boards])
-        header = [*_BOARD_FIELDS, *(f"f1_{au}" for au in aus)]
+        header = [*_BOARD_FIELDS, *(f"f1_{au}" for au in aus),
+                  *(f"{name}_{au}" for au in aus for name in _DIFFERENCE_FIELDS)]
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
