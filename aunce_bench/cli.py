@@ -226,11 +226,18 @@ def run(
              "else CPU processes; the batch size stays global")] = 1,
     track: _TrackOption = None,
     track_dir: _TrackDirOption = None,
+    max_steps: Annotated[Optional[int], typer.Option(help=_MAX_STEPS_HELP)] = None,
+    smoke_batch_size: Annotated[Optional[int], typer.Option(
+        help="with --max-steps: cap every training stage's batch size at B, and say so (a quick check of the code "
+             "path; the steps then do not cost what the configured batch costs)")] = None,
 ) -> None:
     """Run a method on a protocol, fold by fold and seed by seed, and store the results."""
+    from functools import partial
+
     from aunce_bench.console import print_run_summary
     from aunce_bench.protocols import parse_noise, plan_runs
     from aunce_bench.results import ResultStore
+    from aunce_bench.smoke import check_smoke, smoke
     from aunce_bench.specs import BUDGETS, load_method, load_protocol
 
     with _user_errors():
@@ -239,6 +246,9 @@ def run(
             raise UserError(f"invalid --budget: '{budget}'; choose one of: {', '.join(BUDGETS)}")
         _check_selection(selection)
         trackers, track_dir = _tracking(track, track_dir)
+        check_smoke(max_steps, smoke_batch_size, {f"--executor {executor}": executor != "local",
+                                                  f"--nproc {nproc}": nproc > 1, "--redo": redo,
+                                                  "--keep-embeddings": keep_embeddings, "--track": bool(trackers)})
         ranks = _ranks(nproc, executor, device)
         torch_device = _torch_device(device, here=executor == "local", ranks=ranks)
         on_ray = _executor(executor, ray_address, cpus_per_run, gpus_per_run, torch_device)
@@ -246,8 +256,17 @@ def run(
                                (data_loading, memory_budget, data_workers))
         method_spec, protocol_spec = load_method(method), load_protocol(protocol)
         budget = budget or protocol_spec.default_budget
-        runs = plan_runs(method_spec, protocol_spec, budget, _int_list(folds, "--folds"),
-                         _int_list(seeds, "--seeds") or [0], parse_noise(noise), data_root, selection, _init(init))
+        plan = partial(plan_runs, method_spec, budget=budget, folds=_int_list(folds, "--folds"),
+                       seeds=_int_list(seeds, "--seeds") or [0], noise=parse_noise(noise), root=data_root,
+                       selection=selection, init=_init(init))
+        if max_steps is not None:
+            failures = smoke(plan, protocol_spec, budget, torch_device, data_root, execution, max_steps,
+                             smoke_batch_size, lambda line: console.print(line, markup=False, soft_wrap=True))
+            for failure in failures:
+                if debug and failure.traceback:
+                    typer.echo(failure.traceback, err=True)
+            raise typer.Exit(1 if failures else 0)
+        runs = plan(protocol_spec)
         if nproc > 1 and ranks is None:  # checked once, then this command runs again in nproc processes
             _check_divisible_batches(runs, nproc)
             raise typer.Exit(_torchrun(nproc))
@@ -260,6 +279,14 @@ def run(
                             execution=execution, trackers=trackers, track_dir=track_dir)
         print_run_summary(console, method_spec.name, protocol_spec.name, budget, outcomes)
         _finish(outcomes, debug)
+
+
+_MAX_STEPS_HELP = (
+    "smoke test of the budget's exact configuration (meant for --budget full on the CPU): backbone, crop and image "
+    "size, loss, optimiser, batch size and init as planned, for N optimiser steps of each training stage (encoder "
+    "and probe), then evaluation; only the data is cut, to the SynthAU frames the steps take (2 subjects per fold, "
+    "one short sequence each; image size and crop as the budget). Prints steps, loss and seconds per step per "
+    "stage; stores nothing")
 
 
 def _ranks(nproc: int, executor: str, device: str):

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -47,12 +48,14 @@ class ExecutionOptions:
     precision: "fp32", or "bf16" / "fp16" autocast around forward passes (losses compute in float32; fp16 scales
     its gradients). channels_last: the channels-last memory format for convolutional backbones; None means on
     CUDA, off on the CPU. compile: torch.compile the image models, falling back to eager with a warning.
-    data: how frames are read (in memory or streamed; see DataLoading)."""
+    data: how frames are read (in memory or streamed; see DataLoading). max_steps: each training stage stops after
+    this many optimiser steps (the smoke test `run --max-steps`, which stores nothing; see StepLimit)."""
 
     precision: str = "fp32"
     channels_last: bool | None = None
     compile: bool = False
     data: DataLoading = DataLoading()
+    max_steps: int | None = None
 
     def wants_channels_last(self, device: torch.device) -> bool:
         return self.channels_last if self.channels_last is not None else device.type == "cuda"
@@ -61,6 +64,8 @@ class ExecutionOptions:
         """A UserError naming the option where the precision is unknown or pointless on `device`, or the data
         loading is invalid."""
         self.data.check()
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError(f"invalid --max-steps: {self.max_steps}; give 1 or more")
         if self.precision not in PRECISIONS:
             raise UserError(f"invalid --precision: '{self.precision}'; choose {', '.join(PRECISIONS)}")
         if self.precision == "fp16" and device.type == "cpu":
@@ -105,6 +110,10 @@ class TrainContext:
                 self.compile_failed(error)
         return model
 
+    def step_limit(self) -> "StepLimit":
+        """A new training stage's limit of optimiser steps (none unless execution.max_steps is set)."""
+        return StepLimit(self.execution.max_steps)
+
     def distribute(self, model: nn.Module) -> nn.Module:
         """The module to train: under torchrun with several processes, `model` with its BatchNorms computing global
         batch statistics, in DistributedDataParallel, and each rank drawing its own augmentations from here on;
@@ -146,6 +155,25 @@ class TrainContext:
                 "compile_error": self.compile_error,
                 "tf32": self.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32,
                 "processes": 1 if self.ranks is None else self.ranks.world_size}
+
+
+class StepLimit:
+    """At most `steps` optimiser steps over a training stage's epochs (None: no limit). The stage iterates
+    `epochs(...)` and, in each, `batches(...)`: both end once the steps are spent, the last epoch partway."""
+
+    def __init__(self, steps: int | None):
+        self.left = steps
+
+    def epochs(self, count: int) -> Iterator[int]:
+        return (epoch for epoch in range(count) if self.left != 0)
+
+    def batches(self, batches: Iterable) -> Iterator:
+        if self.left is None:
+            yield from batches
+            return
+        for batch in itertools.islice(batches, self.left):
+            self.left -= 1
+            yield batch
 
 
 class _CompiledForward:

@@ -41,11 +41,11 @@ def pretrain_contrastive(encoder: torch.nn.Module, train: FrameSet, spec: OptimS
     embed = ctx.distribute(_Embedding(encoder))
     batches = train.batches(ShuffledBatches(len(train), spec.batch_size, ctx.generator, ranks=ctx.ranks), device)
     ctx.progress.stage("contrastive pretraining", spec.epochs, len(batches))
-    first_epoch_loss = None
-    for epoch in range(spec.epochs):
+    first_epoch_loss, limit = None, ctx.step_limit()
+    for epoch in limit.epochs(spec.epochs):
         encoder.train()
         losses, lr, started = [], optimizer.param_groups[0]["lr"], time.perf_counter()
-        for step, (index, images) in enumerate(batches):
+        for step, (index, images) in enumerate(limit.batches(batches)):
             views = torch.cat([augment(images), augment(images)])  # two independent views, one forward pass
             with ctx.autocast():
                 z1, z2 = embed(views).chunk(2)

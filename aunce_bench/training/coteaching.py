@@ -39,12 +39,12 @@ def train_coteaching(model_a: nn.Module, model_b: nn.Module, train: FrameSet, va
     batches = train.batches(ShuffledBatches(len(train), spec.batch_size, ctx.generator, ranks=ctx.ranks), device)
     val_batches = None if val is None else in_order(val, device)
     ctx.progress.stage("co-teaching", spec.epochs, steps)
-    epoch_losses = []
-    for epoch in range(spec.epochs):
+    epoch_losses, limit = [], ctx.step_limit()
+    for epoch in limit.epochs(spec.epochs):
         for model in models:
             model.train()
         losses, lr, started = [], optimizers[0].param_groups[0]["lr"], time.perf_counter()
-        for step, (index, images) in enumerate(batches):
+        for step, (index, images) in enumerate(limit.batches(batches)):
             images = augment(images)
             labels = torch.from_numpy(train.labels[index.numpy()]).to(device)
             with ctx.autocast():

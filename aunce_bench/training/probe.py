@@ -40,6 +40,8 @@ def recalibrate_batchnorm(encoder: torch.nn.Module, frames: FrameSet | FrameBatc
     encoder in train mode (batch statistics); exact statistics of the clean frames do the same deterministically.
     """
     norms = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:  # e.g. Swin (LayerNorms): nothing to re-estimate
+        return
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
@@ -75,15 +77,17 @@ def train_probe(features: torch.Tensor, labels: np.ndarray, val_features: torch.
     scaler = ctx.grad_scaler()
     best = BestState(head)
     ctx.progress.stage("linear probe", spec.epochs, -(-len(labels) // spec.batch_size))
-    for epoch in range(spec.epochs):
+    limit = ctx.step_limit()
+    for epoch in limit.epochs(spec.epochs):
         head.train()
         losses, lr, started = [], optimizer.param_groups[0]["lr"], time.perf_counter()
-        for step, index in enumerate(batch_indices(len(labels), spec.batch_size, ctx.generator)):
+        for step, index in enumerate(limit.batches(batch_indices(len(labels), spec.batch_size, ctx.generator))):
             index = index.to(device)
             with ctx.autocast():
                 logits = head(features[index])
             loss = weighted_softmax_ce(logits, targets[index], weights)
             losses.append(optimisation_step(loss, optimizer, scheduler, scaler, "linear probe", epoch, step))
+            ctx.progress.batch(losses[-1])
         seconds = time.perf_counter() - started
         summary = {"loss": float(np.mean(losses))}
         if val_features is not None:

@@ -53,11 +53,11 @@ def train_supervised(model: nn.Module, train: FrameSet, val: FrameSet | None, sp
     batches = train.batches(ShuffledBatches(len(train), spec.batch_size, ctx.generator, ranks=ctx.ranks), device)
     val_batches = None if val is None else in_order(val, device)
     ctx.progress.stage("supervised", spec.epochs, len(batches))
-    epoch_losses = []
-    for epoch in range(spec.epochs):
+    epoch_losses, limit = [], ctx.step_limit()
+    for epoch in limit.epochs(spec.epochs):
         model.train()
         losses, lr, started = [], optimizer.param_groups[0]["lr"], time.perf_counter()
-        for step, (index, images) in enumerate(batches):
+        for step, (index, images) in enumerate(limit.batches(batches)):
             images = augment(images)
             labels = torch.from_numpy(train.labels[index.numpy()]).to(device)
             extra = {"index": index} if getattr(loss_fn, "per_frame", False) else {}  # stateful losses (ELR)
