@@ -165,9 +165,13 @@ def resolved_method(method: MethodSpec, protocol: ProtocolSpec, budget: str, ini
         resolved = method.for_budget(budget)
     except ValidationError as error:
         raise UserError(f"{method.where}: budget '{budget}' overrides: {validation_message(error)}")
-    missing = [name for name in get_recipe(resolved.recipe).needs if getattr(resolved, name) is None]
+    recipe = get_recipe(resolved.recipe)
+    missing = [name for name in recipe.needs if getattr(resolved, name) is None]
     if missing:
         raise UserError(f"{method.where}: recipe {resolved.recipe} needs the field '{missing[0]}'")
+    if resolved.views is not None and not recipe.takes_views:
+        raise UserError(f"{method.where}: field 'views': recipe {resolved.recipe} trains with fixed views; remove "
+                        "the field, or use a supervised or contrastive_probe recipe")
     if resolved.loss is not None:
         check_loss(resolved.loss, method.where)
     check_backbone(resolved.model.backbone, method.where)

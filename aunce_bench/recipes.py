@@ -31,9 +31,11 @@ from aunce_bench.training.supervised import predict_logits, train_supervised
 class Recipe(ABC):
     """Fit on training frames (optionally selecting on validation frames), then predict probabilities.
 
-    `needs` names the method fields (loss, train, probe) the recipe reads; planning checks them."""
+    `needs` names the method fields (loss, train, probe) the recipe reads; planning checks them, and refuses
+    `views` on a recipe whose `takes_views` is False."""
 
     needs: tuple[str, ...] = ("loss", "train")
+    takes_views = False
 
     def __init__(self, run: RunSpec, ctx: TrainContext):
         self.run, self.ctx = run, ctx
@@ -66,6 +68,8 @@ class _Classifier(nn.Module):
 
 @register_recipe("supervised")
 class Supervised(Recipe):
+    takes_views = True
+
     def __init__(self, run: RunSpec, ctx: TrainContext):
         super().__init__(run, ctx)
         self.model = _Classifier(self.encoder, PerAULinear(len(run.aus), self.encoder.dim, 1))
@@ -76,7 +80,7 @@ class Supervised(Recipe):
         if getattr(SUPERVISED_LOSSES[loss_spec.name], "per_frame", False):  # state per training frame (ELR)
             loss_fn = loss_fn(len(train), len(self.run.aus))
         info = train_supervised(self.model, train, val, spec, loss_fn, self.run.crop_size,
-                                self.run.decision_threshold, self.ctx)
+                                self.run.decision_threshold, self.ctx, self.run.method.views)
         return {**info, "images_seen": len(train) // spec.batch_size * spec.batch_size * spec.epochs}
 
     def predict_proba(self, frames: FrameSet) -> np.ndarray:
@@ -87,6 +91,8 @@ class Supervised(Recipe):
 class CoTeaching(Supervised):
     """Two supervised classifiers (same backbone init, AU blocks and heads drawn apart) trained by co-teaching;
     the first is evaluated. Twice the training compute of `supervised`."""
+
+    takes_views = False
 
     def __init__(self, run: RunSpec, ctx: TrainContext):
         super().__init__(run, ctx)
@@ -120,11 +126,12 @@ class _LinearProbe:
 @register_recipe("contrastive_probe")
 class ContrastiveProbe(_LinearProbe, Recipe):
     needs = ("loss", "train", "probe")
+    takes_views = True
 
     def fit(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
         spec = self.run.method.train
         info = pretrain_contrastive(self.encoder, train, spec, loss(self.run.method.loss, CONTRASTIVE_LOSSES),
-                                    self.run.crop_size, self.ctx)
+                                    self.run.crop_size, self.ctx, self.run.method.views)
         images_seen = 2 * (len(train) // spec.batch_size) * spec.batch_size * spec.epochs
         return {**info, **self.probe(train, val), "images_seen": images_seen}
 

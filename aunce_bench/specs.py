@@ -270,6 +270,20 @@ class LossSpec(Strict):
     name: str
 
 
+class ViewSpec(Strict):
+    """The training views of a method's encoder stage. Random crop and flip are always on; a part left unset
+    keeps the recipe's default: on for contrastive pretraining (AUNCE's two-view augmentation, FACTS.md s7),
+    off for supervised training (crop and flip only, ME-GraphAU practice)."""
+
+    colour_jitter: bool | None = Field(None, description="brightness, contrast, saturation 0.4, hue 0.1, p 0.8")
+    grayscale: bool | None = Field(None, description="p 0.2")
+    blur: bool | None = Field(None, description="Gaussian, sigma 0.1-2 px at 224 px, scaled with the crop")
+
+    def resolved(self, default: bool) -> dict[str, bool]:
+        """Each part on or off, unset parts taking `default`."""
+        return {part: default if value is None else value for part, value in self.model_dump().items()}
+
+
 class ReportedResult(Strict):
     dataset: str
     source: str
@@ -304,6 +318,7 @@ class MethodSpec(Strict):
     loss: LossSpec | None = None  # None for recipes that train no encoder (init_linear)
     train: OptimSpec | None = None
     probe: OptimSpec | None = None
+    views: ViewSpec | None = Field(None, description="training views; unset: the recipe's default")
     budgets: dict[Literal["quick", "standard", "full"], dict[str, Any]] = Field(default_factory=dict)
     reported: list[ReportedResult] = Field(default_factory=list)
     _path: Path | None = PrivateAttr(None)  # the YAML it was loaded from, for messages
@@ -358,7 +373,9 @@ class RunSpec(Strict):
 
     @property
     def run_id(self) -> str:
-        fields = self.model_dump(mode="json", exclude={"method": set(DESCRIPTIVE_METHOD_FIELDS)})
+        # `views` joins the identity only when a method sets it, so runs of methods without it keep their ids
+        unset = {"views"} if self.method.views is None else set()
+        fields = self.model_dump(mode="json", exclude={"method": set(DESCRIPTIVE_METHOD_FIELDS) | unset})
         payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:20]
 

@@ -379,23 +379,31 @@ def eval_transform(crop: int, mean: tuple[float, ...], std: tuple[float, ...]) -
     return Preprocess(K.CenterCrop(crop), mean, std)
 
 
-def supervised_transform(crop: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Preprocess:
-    """Supervised training: random crop and horizontal flip (ME-GraphAU practice)."""
-    return Preprocess(nn.Sequential(K.RandomCrop((crop, crop)), K.RandomHorizontalFlip()), mean, std)
-
-
 PAPER_CROP = 224  # the input size AUNCE's augmentation was designed for
 
 
-def contrastive_transform(crop: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Preprocess:
-    """One view of AUNCE's two-view augmentation (FACTS.md s7): crop, flip, colour jitter p 0.8,
-    grayscale p 0.2, Gaussian blur with sigma in [0.1, 2] px at 224 px. The blur is a length in pixels, so
-    it is scaled with the crop: at 64 px the same sigma would erase the few-pixel cues of the face."""
+def training_transform(crop: int, mean: tuple[float, ...], std: tuple[float, ...], colour_jitter: bool,
+                       grayscale: bool, blur: bool) -> Preprocess:
+    """One training view: random crop and horizontal flip, then the parts of AUNCE's photometric augmentation
+    (FACTS.md s7) that are on: colour jitter p 0.8, grayscale p 0.2, Gaussian blur with sigma in [0.1, 2] px
+    at 224 px. The blur is a length in pixels, so it is scaled with the crop: at 64 px the same sigma would
+    erase the few-pixel cues of the face."""
     scale = min(1.0, crop / PAPER_CROP)
-    return Preprocess(nn.Sequential(
-        K.RandomCrop((crop, crop)),
-        K.RandomHorizontalFlip(),
-        K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
-        K.RandomGrayscale(p=0.2),
-        K.RandomGaussianBlur((3, 3), (0.1 * scale, 2.0 * scale), p=1.0),
-    ), mean, std)
+    parts = [K.RandomCrop((crop, crop)), K.RandomHorizontalFlip()]
+    if colour_jitter:
+        parts.append(K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8))
+    if grayscale:
+        parts.append(K.RandomGrayscale(p=0.2))
+    if blur:
+        parts.append(K.RandomGaussianBlur((3, 3), (0.1 * scale, 2.0 * scale), p=1.0))
+    return Preprocess(nn.Sequential(*parts), mean, std)
+
+
+def supervised_transform(crop: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Preprocess:
+    """Supervised training: random crop and horizontal flip (ME-GraphAU practice)."""
+    return training_transform(crop, mean, std, colour_jitter=False, grayscale=False, blur=False)
+
+
+def contrastive_transform(crop: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Preprocess:
+    """One view of AUNCE's two-view augmentation: every part on."""
+    return training_transform(crop, mean, std, colour_jitter=True, grayscale=True, blur=True)

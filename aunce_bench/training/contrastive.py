@@ -8,10 +8,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from aunce_bench.data.loaders import FrameSet, ShuffledBatches, contrastive_transform
+from aunce_bench.data.loaders import FrameSet, ShuffledBatches, training_transform
 from aunce_bench.distributed import gather, gather_with_grad
 from aunce_bench.models.backbones import input_normalisation
-from aunce_bench.specs import OptimSpec
+from aunce_bench.specs import OptimSpec, ViewSpec
 from aunce_bench.training.common import TrainContext, make_optimizer, make_scheduler, optimisation_step
 
 # (z1 [B,K,D], z2 [B,K,D], labels [B,K], generator) -> scalar loss
@@ -30,11 +30,13 @@ class _Embedding(torch.nn.Module):
 
 
 def pretrain_contrastive(encoder: torch.nn.Module, train: FrameSet, spec: OptimSpec, loss_fn: ContrastiveLoss,
-                         crop: int, ctx: TrainContext) -> dict[str, float]:
-    """Train `encoder.embed` (images -> L2-normalised [B, K, D]) for `spec.epochs`; the last epoch is kept."""
+                         crop: int, ctx: TrainContext, views: ViewSpec | None = None) -> dict[str, float]:
+    """Train `encoder.embed` (images -> L2-normalised [B, K, D]) for `spec.epochs`; the last epoch is kept.
+    `views` switches parts of AUNCE's augmentation off (default: all on)."""
     device = ctx.device
     ctx.prepare(encoder)
-    augment = contrastive_transform(crop, *input_normalisation(encoder)).to(device)
+    parts = (views or ViewSpec()).resolved(default=True)
+    augment = training_transform(crop, *input_normalisation(encoder), **parts).to(device)
     optimizer = make_optimizer(encoder.parameters(), spec)
     scheduler = make_scheduler(optimizer, spec, len(train) // spec.batch_size)
     scaler = ctx.grad_scaler()

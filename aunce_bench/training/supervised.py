@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from aunce_bench.data.loaders import (FrameBatches, FrameSet, ShuffledBatches, eval_transform, in_order,
-                                      supervised_transform)
+                                      training_transform)
 from aunce_bench.models.backbones import input_normalisation
 from aunce_bench.losses import class_weights
 from aunce_bench.metrics import au_metrics, mean_f1
-from aunce_bench.specs import OptimSpec
+from aunce_bench.specs import OptimSpec, ViewSpec
 from aunce_bench.training.common import BestState, TrainContext, make_optimizer, make_scheduler, optimisation_step
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -39,12 +39,15 @@ def validation_f1(probabilities: np.ndarray, labels: np.ndarray, threshold: floa
 
 
 def train_supervised(model: nn.Module, train: FrameSet, val: FrameSet | None, spec: OptimSpec,
-                     loss_fn: LossFunction, crop: int, threshold: float, ctx: TrainContext) -> dict[str, float]:
-    """Train `model` (images -> logits [B, K]); with `val`, keep the epoch of best validation mean F1."""
+                     loss_fn: LossFunction, crop: int, threshold: float, ctx: TrainContext,
+                     views: ViewSpec | None = None) -> dict[str, float]:
+    """Train `model` (images -> logits [B, K]); with `val`, keep the epoch of best validation mean F1.
+    `views` switches parts of AUNCE's photometric augmentation on (default: crop and flip only)."""
     device = ctx.device
     ctx.prepare(model)
     weights = class_weights(train.labels).to(device)
-    augment = supervised_transform(crop, *input_normalisation(model)).to(device)
+    parts = (views or ViewSpec()).resolved(default=False)
+    augment = training_transform(crop, *input_normalisation(model), **parts).to(device)
     optimizer = make_optimizer(model.parameters(), spec)
     scheduler = make_scheduler(optimizer, spec, len(train) // spec.batch_size)
     scaler = ctx.grad_scaler()
