@@ -26,7 +26,7 @@ def swin_checkpoint(tmp_path_factory):
     ("wce", "train optimizer adamw, lr 0.0001, weight_decay 0.0005, batch_size 2, epochs 20", ["supervised"]),
     ("aunce", "loss name aunce, temperature 0.5, exponent_pos 1.2, exponent_neg 0.8, positive_probs [0.2, 0.6, 0.2]",
      ["contrastive pretraining", "linear probe"]),
-])
+], ids=["wce", "aunce"])
 def test_the_full_budget_smoke_runs_two_steps_of_each_stage_and_stores_nothing(method, configured, stages,
                                                                                  swin_checkpoint, tmp_path):
     db = tmp_path / "r.sqlite"
