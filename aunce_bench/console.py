@@ -78,18 +78,27 @@ def print_run_summary(console: Console, method: str, protocol: str, budget: str,
         _print_base_rates(console, [first_per_fold[name] for name in sorted(first_per_fold)])
 
 
+def _auc_cell(auc: float) -> str:
+    if auc != auc:  # NaN: one class only
+        return ""
+    return f"{auc:.2f}" + (" (< 0.5)" if auc < 0.5 else "")
+
+
 def _print_base_rates(console: Console, outcomes: list) -> None:
-    """One row per AU: per fold its train -> test base rate (share of labelled frames with the AU present) and F1."""
-    table = Table(title="base rates, train -> test, and F1 per AU")
+    """One row per AU: per fold its train -> test base rate (share of labelled frames with the AU present), F1 and
+    AUC (below 0.5, marked: the scores rank the AU's frames the wrong way round)."""
+    table = Table(title="base rates, train -> test, F1 and AUC per AU")
     table.add_column("AU")
     for outcome in outcomes:
         table.add_column(f"{outcome.run.fold_name} rate", justify="right")
         table.add_column("F1", justify="right")
+        table.add_column("AUC", justify="right")
     for au in outcomes[0].per_au:
         cells = []
         for outcome in outcomes:
             m = outcome.per_au.get(au)
-            cells += ["", ""] if m is None else [f"{m['train_rate']:.2f} -> {m['test_rate']:.2f}", f"{m['f1']:.2f}"]
+            cells += ["", "", ""] if m is None else [f"{m['train_rate']:.2f} -> {m['test_rate']:.2f}", f"{m['f1']:.2f}",
+                                                     _auc_cell(m["auc"])]
         table.add_row(au, *cells)
     console.print(table)
     for outcome in outcomes:

@@ -78,7 +78,10 @@ class SynthFaceConfig(BaseModel):
                 for profile in POOL_PROFILES]
 
     def content_hash(self) -> str:
-        payload = {"synthface_version": SYNTHFACE_VERSION, **self.model_dump()}
+        from aunce_bench.data.synth.generate import GENERATOR_VERSION
+
+        # the pool's faces change with the generator: a build on older faces is another build
+        payload = {"synthface_version": SYNTHFACE_VERSION, "generator_version": GENERATOR_VERSION, **self.model_dump()}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     @property

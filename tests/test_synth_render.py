@@ -108,3 +108,43 @@ def test_any_requested_size_renders():
         image = render(identity, only(25, 3.0), size=size)
         assert image.shape == (size, size, 3) and image.dtype == np.uint8
         assert image.std() > 10
+
+
+def _red_heights(points):
+    """Heights of the upper and lower red parts at the mouth's centre (outer contour to inner, face units)."""
+    return points[62, 1] - points[51, 1], points[57, 1] - points[66, 1]
+
+
+@pytest.mark.parametrize("au, share", [(23, 0.5), (24, 0.65)])
+def test_lip_tightener_and_pressor_narrow_the_red_parts_by_a_share_of_their_own_height(au, share):
+    for seed in range(3):
+        neutral = neutral_landmarks(plain_identity(seed))
+        upper, lower = _red_heights(neutral)
+        for level in (2.0, 5.0):
+            narrowed = expressive_landmarks(neutral, only(au, level))
+            assert _red_heights(narrowed) == pytest.approx(
+                (upper * (1 - share * level / 5), lower * (1 - share * level / 5)), rel=1e-6)
+    both = expressive_landmarks(neutral, only(23, 5.0) + only(24, 5.0))
+    assert _red_heights(both) == pytest.approx((upper * 0.15, lower * 0.15), rel=1e-6)  # at most 85 % narrower
+
+
+def test_lip_corner_depressor_pulls_the_corners_down_without_parting_the_lips():
+    neutral = neutral_landmarks(plain_identity(2))
+    moved = expressive_landmarks(neutral, only(15, 5.0))
+    assert moved[[48, 54], 1] - neutral[[48, 54], 1] == pytest.approx([0.10, 0.10])
+    inner_gap = moved[[67, 66, 65], 1] - moved[[61, 62, 63], 1]
+    assert np.all(inner_gap >= 0) and inner_gap.max() < 1e-9  # closed lips stay closed
+
+
+def test_profiles_frame_faces_alike():
+    """Both profiles place a face's landmarks where `prepare` would: the same place in the crop, up to the
+    alignment jitter, so a cue's position means the same in both."""
+    identity = plain_identity(4)
+    positions = {}
+    for name, profile in PROFILES.items():
+        landmarks = expressive_landmarks(neutral_landmarks(identity), only(1, 0.0))
+        faces = [render_face(identity, landmarks, only(1, 0.0), Pose(), profile.style, 64,
+                             np.random.default_rng(seed)).landmarks for seed in range(40)]
+        positions[name] = np.mean(faces, axis=0)
+    brows = slice(17, 27)
+    assert np.abs(positions["bp4d"][brows] - positions["disfa"][brows]).max() < 0.6  # pixels at 64 px

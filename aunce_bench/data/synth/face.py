@@ -5,8 +5,9 @@ half the width of an average face. Landmarks follow the iBUG 68-point order (jaw
 nose 27-35, eyes 36-47, outer lips 48-59, inner lips 60-67); indices below 36 on the image-left side
 are the subject's right.
 
-An AU acts in two ways, as in FACS: it displaces landmarks (`AU_DISPLACEMENTS`, given at intensity 5)
-and it changes the skin's appearance (furrows, wrinkles, bulges: `appearance`). Identities carry neutral
+An AU acts in two ways, as in FACS: it changes the face's shape first, by displacing landmarks
+(`AU_DISPLACEMENTS`, given at intensity 5, and `LIP_NARROWING`: AU23 and AU24 narrow the red parts of the
+lips by a share of their own height), then the skin's appearance (furrows, wrinkles, bulges: `appearance`). Identities carry neutral
 versions of the same cues (high brows, upturned mouth corners, deep nasolabial folds, narrow eyes) so
 that, as on real faces, a cue alone does not tell whether an AU is active.
 """
@@ -158,7 +159,7 @@ def neutral_landmarks(identity: Identity) -> np.ndarray:
 
     # Lips: outer contour 48-59 (48 right corner, upper lip to 54, lower lip back) and inner 60-67.
     mw = 0.36 * identity.mouth_width
-    upper, lower = 0.07 * identity.upper_lip, 0.085 * identity.lower_lip
+    upper, lower = 0.10 * identity.upper_lip, 0.12 * identity.lower_lip  # red parts: about the adult mean heights
     y0, corner = 0.58, 0.58 - identity.mouth_corner
     points[48:55] = [
         [-mw, corner, 0.30],
@@ -232,21 +233,41 @@ AU_DISPLACEMENTS: dict[int, np.ndarray] = {
     12: _symmetric({48: (-0.10, -0.09, -0.02), 60: (-0.09, -0.085, -0.02), 49: (-0.03, -0.03, 0),
                     59: (-0.04, -0.04, 0), 58: (-0.01, -0.01, 0)}),
     14: _symmetric({48: (0.035, -0.02, -0.05), 60: (0.03, -0.015, -0.05), 49: (0.01, 0, -0.01), 59: (0.01, 0, -0.01)}),
-    15: _symmetric({48: (0.01, 0.075, 0), 60: (0.01, 0.07, 0), 59: (0, 0.03, 0), 58: (0, 0.01, 0)}),
+    15: _symmetric({48: (-0.015, 0.10, 0), 60: (-0.012, 0.095, 0), 49: (0, 0.03, 0), 59: (-0.005, 0.05, 0),
+                    58: (0, 0.02, 0)}),
     17: _symmetric({55: (0, -0.045, 0.02), 56: (0, -0.05, 0.02), 65: (0, -0.03, 0), 66: (0, -0.03, 0),
                     7: (0, -0.02, 0.02), 6: (0, -0.01, 0), 48: (0, 0.02, 0), 60: (0, 0.02, 0)})
     + _symmetric({57: (0, -0.05, 0.02), 8: (0, -0.025, 0.03)}),
     20: _symmetric({48: (-0.10, 0.015, -0.01), 60: (-0.09, 0.015, -0.01), 49: (-0.04, 0.01, 0),
                     59: (-0.04, -0.01, 0), 50: (-0.015, 0.01, 0), 58: (-0.015, -0.01, 0)}),
-    23: _symmetric({48: (0.035, 0, 0), 60: (0.03, 0, 0), 49: (0.01, 0.025, 0), 50: (0, 0.03, 0),
-                    58: (0, -0.03, 0), 59: (0.01, -0.025, 0)}) + _symmetric({51: (0, 0.03, 0), 57: (0, -0.03, 0)}),
-    24: _symmetric({49: (0, 0.035, -0.02), 50: (0, 0.045, -0.02), 58: (0, -0.045, -0.02), 59: (0, -0.035, -0.02),
+    # AU23 and AU24 narrow the red parts (LIP_NARROWING); the fields add what else moves: AU23 draws the corners
+    # in and rolls the lips in, AU24 presses the lips back against the teeth
+    23: _symmetric({48: (0.04, 0, -0.01), 60: (0.035, 0, -0.01), 49: (0.01, 0, -0.015), 59: (0.01, 0, -0.015)})
+    + _symmetric({51: (0, 0, -0.015), 57: (0, 0, -0.015)}),
+    24: _symmetric({49: (0, 0, -0.02), 50: (0, 0, -0.02), 58: (0, 0, -0.02), 59: (0, 0, -0.02),
                     61: (0, 0.005, 0), 67: (0, -0.005, 0), 48: (-0.01, 0, 0)})
-    + _symmetric({51: (0, 0.045, -0.02), 57: (0, -0.045, -0.02)}),
+    + _symmetric({51: (0, 0, -0.02), 57: (0, 0, -0.02)}),
     25: _symmetric({61: (0, -0.02, 0), 67: (0, 0.07, 0), 59: (0, 0.045, 0), 58: (0, 0.05, 0), 49: (0, -0.01, 0)})
     + _symmetric({62: (0, -0.02, 0), 66: (0, 0.075, 0), 57: (0, 0.05, 0)}),
     26: _jaw_drop(),
 }
+
+
+# Share of each red part's height that an AU removes at intensity 5 (FACS: AU23 tightens the lips, making their
+# red parts narrower; AU24 presses them together, narrowing them further). Together they remove at most
+# MAX_NARROWING.
+LIP_NARROWING = {23: 0.5, 24: 0.65}
+MAX_NARROWING = 0.85
+_OUTER_UPPER, _INNER_UPPER = [49, 50, 51, 52, 53], [60, 61, 62, 63, 64]
+_OUTER_LOWER, _INNER_LOWER = [55, 56, 57, 58, 59], [64, 65, 66, 67, 60]
+
+
+def _narrow_lips(points: np.ndarray, share: float) -> None:
+    """Move the outer lip contours `share` of the way towards the inner ones (at the same x), in place."""
+    for outer, inner in ((_OUTER_UPPER, _INNER_UPPER), (_OUTER_LOWER, _INNER_LOWER)):
+        order = np.argsort(points[inner, 0])
+        line = np.interp(points[outer, 0], points[inner, 0][order], points[inner, 1][order])
+        points[outer, 1] += share * (line - points[outer, 1])
 
 
 def expressive_landmarks(neutral: np.ndarray, intensities: np.ndarray, cue_strength: float = 1.0) -> np.ndarray:
@@ -256,6 +277,10 @@ def expressive_landmarks(neutral: np.ndarray, intensities: np.ndarray, cue_stren
         level = intensities[AU_COLUMN[au]] / 5.0
         if level > 0:
             points += (cue_strength * level) * field
+    narrowing = sum(min(1.0, cue_strength * intensities[AU_COLUMN[au]] / 5.0) * share
+                    for au, share in LIP_NARROWING.items())
+    if narrowing > 0:
+        _narrow_lips(points, min(narrowing, MAX_NARROWING))
     # Inner lips never cross: the lower inner lip stays at or below the upper one.
     points[65:68, 1] = np.maximum(points[65:68, 1], points[[63, 62, 61], 1])
     return points
@@ -280,7 +305,6 @@ def appearance(identity: Identity, intensities: np.ndarray, cue_strength: float 
         "dimples": au(14),
         "corner_lines": au(15),
         "chin_wrinkles": au(17),
-        "lip_thinning": min(1.0, 0.8 * au(23) + 0.6 * au(24)),
-        "lip_press_bulge": au(24),
+        "lip_press_bulge": max(au(24), 0.5 * au(23)),
         "lip_stretch": au(20),
     }

@@ -1,4 +1,5 @@
-"""A gallery PNG of a SynthAU configuration: sample faces with their active AUs, and each AU alone."""
+"""A gallery PNG of a SynthAU configuration: sample faces with their active AUs, each AU alone, and the lip AUs as
+a network sees them at the CPU budgets' image size."""
 
 from __future__ import annotations
 
@@ -25,16 +26,20 @@ from aunce_bench.facs import AU_NAMES
 TILE = 128
 CAPTION = 30
 LEVELS = (0, 1, 2, 3, 4, 5)
+MOUTH_AUS = (12, 15, 17, 23, 24)  # the lip AUs beside the smile and the chin raiser
+BUDGET_SIZE = 64  # the quick budget's faces
 
 
-def _render(config: SynthConfig, subject: int, intensities: np.ndarray, pose: Pose, key: tuple[int, ...]) -> Image.Image:
+def _render(config: SynthConfig, subject: int, intensities: np.ndarray, pose: Pose, key: tuple[int, ...],
+            size: int = TILE) -> Image.Image:
+    """One face rendered at `size` px, shown as a TILE px tile (pixels enlarged, not smoothed)."""
     profile = PROFILES[config.profile]
     identity = identity_for(config, subject)
     landmarks = expressive_landmarks(neutral_landmarks(identity), intensities, config.cue_strength)
     rng = keyed_rng(config.seed, profile.key, RENDER_STREAM, *key)
-    image = render_face(identity, landmarks, intensities, pose, profile.style, TILE, rng,
+    image = render_face(identity, landmarks, intensities, pose, profile.style, size, rng,
                         config.cue_strength, config.nuisance).image
-    return Image.fromarray(image)
+    return Image.fromarray(image).resize((TILE, TILE), Image.NEAREST)
 
 
 def sample_grid(config: SynthConfig, rows: int = 3, columns: int = 6) -> Image.Image:
@@ -63,33 +68,42 @@ def sample_grid(config: SynthConfig, rows: int = 3, columns: int = 6) -> Image.I
     return sheet
 
 
-def au_strip(config: SynthConfig, subject: int = 0) -> Image.Image:
-    """One identity, frontal, each rendered AU alone at intensities 0..5 (one row per AU)."""
+def au_strip(config: SynthConfig, subject: int = 0, aus: tuple[int, ...] = RENDERED_AUS, size: int = TILE,
+             title: str = "") -> Image.Image:
+    """One identity, frontal, each of `aus` alone at intensities 0..5 (one row per AU), rendered at `size` px."""
     config = config.resolved()
     font = ImageFont.load_default(size=12)
     label_width = 170
-    sheet = Image.new("RGB", (label_width + len(LEVELS) * TILE, 20 + len(RENDERED_AUS) * TILE), "white")
+    top = 40 if title else 20
+    sheet = Image.new("RGB", (label_width + len(LEVELS) * TILE, top + len(aus) * TILE), "white")
     draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((6, 4), title, fill="black", font=font)
     for column, level in enumerate(LEVELS):
-        draw.text((label_width + column * TILE + TILE // 2 - 24, 4), f"intensity {level}", fill="black", font=font)
-    for row, au in enumerate(RENDERED_AUS):
-        y = 20 + row * TILE
+        draw.text((label_width + column * TILE + TILE // 2 - 24, top - 16), f"intensity {level}", fill="black",
+                  font=font)
+    for row, au in enumerate(aus):
+        y = top + row * TILE
         draw.text((6, y + TILE // 2 - 14), f"AU{au}", fill="black", font=font)
         draw.text((6, y + TILE // 2 + 2), AU_NAMES[au], fill="black", font=font)
         for column, level in enumerate(LEVELS):
             intensities = np.zeros(len(RENDERED_AUS), np.float32)
             intensities[AU_COLUMN[au]] = level
-            face = _render(config, subject, intensities, Pose(), (subject, 0, 0, 0))
+            face = _render(config, subject, intensities, Pose(), (subject, 0, 0, 0), size)
             sheet.paste(face, (label_width + column * TILE, y))
     return sheet
 
 
 def write_gallery(config: SynthConfig, path: Path) -> Path:
-    """Write the sample grid above the per-AU strip as one PNG."""
-    grid, strip = sample_grid(config), au_strip(config)
-    sheet = Image.new("RGB", (max(grid.width, strip.width), grid.height + strip.height + 10), "white")
-    sheet.paste(grid, (0, 0))
-    sheet.paste(strip, (0, grid.height + 10))
+    """Write the sample grid, the per-AU strip and the mouth AUs at the quick budget's size as one PNG."""
+    mouth = au_strip(config, aus=MOUTH_AUS, size=BUDGET_SIZE,
+                     title=f"the mouth AUs as the quick budget renders them ({BUDGET_SIZE} px, pixels enlarged)")
+    parts = [sample_grid(config), au_strip(config), mouth]
+    sheet = Image.new("RGB", (max(p.width for p in parts), sum(p.height + 10 for p in parts)), "white")
+    y = 0
+    for part in parts:
+        sheet.paste(part, (0, y))
+        y += part.height + 10
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path, optimize=True)

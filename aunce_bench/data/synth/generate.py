@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the module is imported in the functions that need it: it im
     from aunce_bench.data.index import FrameIndex  # which labels and faces alone (a report's gallery) do not
 
 # Bump when a change to the face model, renderer or label process changes generated data.
-GENERATOR_VERSION = 2  # 2: the true landmarks are stored
+GENERATOR_VERSION = 3  # 2: the true landmarks are stored; 3: lip AUs shape first, both profiles framed alike
 
 IDENTITY_STREAM = 0x49444E54  # "IDNT"
 POSE_STREAM = 0x504F5345  # "POSE"

@@ -1,9 +1,11 @@
 """SynthAU profiles: which AUs a synthetic "dataset" labels, their statistics, and its capture style.
 
 Both profiles render all 17 AUs on every face. `bp4d` mimics BP4D (12 labelled AUs, 41 subjects, bright
-frontal studio light, warm balance, large sharp faces); `disfa` mimics DISFA (8 labelled AUs, 27 subjects,
-side light, cool balance, smaller, softer, noisier faces). Training on one and testing on the other is a
-real domain shift: the shared AUs look the same, the pictures do not.
+frontal studio light, warm balance, sharp faces); `disfa` mimics DISFA (8 labelled AUs, 27 subjects, side
+light, cool balance, softer, noisier, more loosely aligned faces, as from lower-resolution video). Both are
+framed as `aunce-bench prepare` frames real datasets: faces aligned to one template (`FRAMING`), so a face
+takes the same place in the crop whichever profile it comes from. Training on one and testing on the other is
+a real domain shift: the shared AUs look the same, the pictures do not.
 """
 
 from __future__ import annotations
@@ -32,11 +34,16 @@ class Profile:
         return f"synth_{self.name}"
 
 
+# Where alignment puts a face in the crop (face_scale: crop widths per face unit; eye_height: fraction of the
+# crop height), common to the profiles as to every prepared dataset (`aunce_bench.data.landmarks.TEMPLATE` is
+# measured on these faces). Profiles framed apart would move every cue's position between them by more than
+# the smaller AUs move their landmarks.
+FRAMING = {"face_scale": 0.40, "eye_height": 0.40}
+
 BP4D_STYLE = CaptureStyle(
     background_top=(0.10, 0.10, 0.12),
     background_bottom=(0.20, 0.19, 0.19),
-    face_scale=0.40,
-    eye_height=0.40,
+    **FRAMING,
     light=(0.0, -0.3, 1.0),
     ambient=0.55,
     diffuse=0.55,
@@ -52,8 +59,7 @@ BP4D_STYLE = CaptureStyle(
 DISFA_STYLE = CaptureStyle(
     background_top=(0.62, 0.64, 0.62),
     background_bottom=(0.42, 0.45, 0.43),
-    face_scale=0.34,
-    eye_height=0.42,
+    **FRAMING,
     light=(0.75, -0.25, 0.6),
     ambient=0.42,
     diffuse=0.62,

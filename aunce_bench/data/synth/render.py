@@ -231,7 +231,7 @@ def render_face(
         _draw_beard(canvas, lm, identity, textures)
     _draw_brows(canvas, project, landmarks, identity)
     _draw_nose(canvas, lm, skin, style)
-    _draw_mouth(canvas, lm, identity, cues)
+    _draw_mouth(canvas, lm, identity)
     if identity.beard > 0.5:  # moustache over the upper lip
         top = np.vstack([lm[48], lm[49:54] + [0, -0.015 * unit_px], lm[54]])
         canvas.fill(np.vstack([top, _smooth(lm[53:48:-1] + [0, -0.07 * unit_px])]), _mix(skin, hair, 0.75))
@@ -386,14 +386,14 @@ def _draw_nose(canvas: _Canvas, lm: np.ndarray, skin, style: CaptureStyle) -> No
         canvas.ellipse(nostril, (0.045, 0.02), 0, _mix(skin, (0, 0, 0), 0.7))
 
 
-def _draw_mouth(canvas: _Canvas, lm: np.ndarray, identity: Identity, cues: dict[str, float]) -> None:
+def _draw_mouth(canvas: _Canvas, lm: np.ndarray, identity: Identity) -> None:
     inner_upper, inner_lower = lm[60:65], lm[[60, 67, 66, 65, 64]]
     gap = inner_lower[:, 1] - inner_upper[:, 1]
     if gap.max() > 0.5:
         canvas.fill(np.vstack([_smooth(inner_upper), _smooth(inner_lower[::-1])]), (0.22, 0.06, 0.07))
         teeth = inner_upper + np.stack([np.zeros(5), np.minimum(0.08 * canvas.unit_px, 0.85 * gap)], axis=1)
         canvas.fill(np.vstack([_smooth(inner_upper), _smooth(teeth[::-1])]), (0.9, 0.88, 0.82))
-    lips = _mix(identity.lip_colour, identity.skin, 0.35 * cues["lip_thinning"])
+    lips = identity.lip_colour
     canvas.fill(np.vstack([_smooth(lm[48:55]), _smooth(inner_upper[::-1])]), lips)
     canvas.fill(np.vstack([_smooth(lm[[54, 55, 56, 57, 58, 59, 48]]), _smooth(inner_lower)]), _mix(lips, (1, 1, 1), 0.08))
     canvas.lines([_smooth(inner_upper)], _mix(identity.lip_colour, (0, 0, 0), 0.55), 0.012)
