@@ -1005,6 +1005,105 @@ def init_build(
                       f"over {card['epochs']} epochs, built in {card['wall_s']['total']:.0f} s; {folder}")
 
 
+@app.command("cue-audit")
+def cue_audit_command(
+    size: Annotated[int, typer.Option(help="image size in pixels (the quick budget renders 64, standard 72)")] = 64,
+    identities: Annotated[int, typer.Option(help="identities per profile")] = 24,
+) -> None:
+    """How SynthAU expresses each labelled AU at an image size, per profile: landmark displacement in pixels, the
+    pixel change split into shape and appearance, against the spread across identities, and how far the AU's
+    landmarks sit apart when the same faces are captured in the other profile's style."""
+    from aunce_bench.data.synth.cue_audit import AUDIT_INTENSITY, audit
+    from aunce_bench.data.synth.profiles import PROFILES
+
+    with _user_errors():
+        if size < 32 or identities < 2:
+            raise UserError("invalid --size or --identities: use a size of at least 32 px and at least 2 identities")
+        for profile in PROFILES:
+            other = next(p for p in PROFILES if p != profile)
+            table = Table(title=f"SynthAU {profile}, {size} px: each AU alone at intensity 0 and {AUDIT_INTENSITY:g}, "
+                                f"{identities} identities")
+            for column in ("AU", "geometry px", "change", "geometry part", "appearance part", "grey share",
+                           "identity spread", "cue / spread", f"offset to {other} px"):
+                table.add_column(column, justify="right")
+            for row in audit(profile, size, identities, other=other):
+                table.add_row(f"AU{row.au}", *(f"{v:.2f}" for v in (
+                    row.geometry_px, row.change, row.geometry_change, row.appearance_change, row.brightness_share,
+                    row.identity_spread, row.cue_to_spread, row.profile_offset_px)))
+            console.print(table)
+
+
+@app.command("study")
+def study_command(
+    name: Annotated[str, typer.Argument(help="study name (built-in: lip_aus) or path to a study YAML")],
+    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    run_missing: Annotated[bool, typer.Option("--run/--no-run", help="run the points not stored yet, skipping "
+                                              "stored ones (default), or only read the store")] = True,
+    page: Annotated[Optional[Path], typer.Option(help="also write the study's Markdown page here (table, what each "
+                                                 "factor moved, cue audit of the data)")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
+    identities: Annotated[int, typer.Option(help="identities per profile in the page's cue audit")] = 24,
+    resamples: Annotated[int, typer.Option(help="bootstrap resamples")] = 1000,
+    debug: Annotated[bool, typer.Option("--debug", help="print the traceback of each failed run")] = False,
+) -> None:
+    """Run a controlled study (factors changed one at a time, each point paired with a reference method in its
+    own setting) and print its table: mean F1, the focus AUs, the other AUs, each against the reference."""
+    from aunce_bench.results import ResultStore
+    from aunce_bench.study import load_study, plan_study, study_table, unique_runs
+
+    with _user_errors():
+        _check_resamples(resamples)
+        spec = load_study(name)
+        points = plan_study(spec, data_root)
+        outcomes = []
+        with ResultStore(_db_path(db)) as store:
+            if run_missing:
+                torch_device = _torch_device(device)
+                execution = _execution("fp32", None, False, torch_device, ("auto", None, None))
+                outcomes = _execute(unique_runs(points), store, torch_device, data_root, execution=execution)
+            rows = study_table(spec, points, store, resamples)
+        _print_study(spec, rows, sum(len(p.runs) for p in points))
+        if page is not None:
+            _write_study_page(spec, rows, name, page, store.path.name, identities)
+        if outcomes:
+            _finish(outcomes, debug)
+
+
+def _print_study(spec, rows, planned: int) -> None:
+    from aunce_bench.report.study_page import interval_text
+
+    focus = ", ".join(f"AU{au}" for au in spec.focus_aus)
+    table = Table(title=f"{spec.name}: {spec.protocol} {spec.budget}, folds {spec.folds}, seeds {spec.seeds}; "
+                        f"each point minus {spec.reference} in its own setting, 95 % paired bootstrap")
+    for column in ("factor", "point", "runs", "mean F1", focus, "other AUs", f"mean − {spec.reference}",
+                   f"{focus} − {spec.reference}", f"other − {spec.reference}"):
+        table.add_column(column)
+    per_point = planned // max(1, len(rows))
+    for row in rows:
+        table.add_row(row.factor, row.label, f"{row.runs} of {per_point} runs",
+                      *(f"{v:.3f}" if v is not None else "" for v in (row.mean_f1, row.focus_f1, row.other_f1)),
+                      *(interval_text(row.versus[part]).replace("**", "") for part in ("mean", "focus", "other")))
+    console.print(table)
+
+
+def _write_study_page(spec, rows, name: str, page: Path, db_name: str, identities: int) -> None:
+    from aunce_bench.data.synth.cue_audit import audit
+    from aunce_bench.data.synth.profiles import PROFILES
+    from aunce_bench.report.study_page import study_markdown
+    from aunce_bench.specs import load_protocol
+
+    budget = load_protocol(spec.protocol).budget(spec.budget)
+    size = budget.data.get("image_size", 112)
+    profiles = list(PROFILES)
+    audits = {profile: audit(profile, size, identities, other=next(p for p in profiles if p != profile))
+              for profile in profiles}
+    text = study_markdown(spec, rows, audits, f"aunce-bench study {name}", db_name)
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(text + "\n")
+    console.print(f"wrote {page}")
+
+
 @app.command("list")
 def list_components(
     what: Annotated[str, typer.Argument(help="methods, protocols or datasets")],
