@@ -103,7 +103,7 @@ class StudyRow:
     mean_f1: float | None
     focus_f1: float | None
     other_f1: float | None
-    reference_f1: float | None
+    reference_f1: float | None  # the reference's runs paired with the point's
     versus: dict[str, Interval | None]  # "mean", "focus", "other" -> paired interval of (point - reference)
 
 
@@ -126,11 +126,13 @@ def study_table(study: StudySpec, points: list[PlannedPoint], store: ResultStore
                      for r in planned.reference_runs if r.run_id in done}
         aus = list(found[0]["per_au_f1"]) if found else []
         groups = {"mean": aus, "focus": [au for au in aus if au in focus], "other": [au for au in aus if au not in focus]}
+        # each group's interval from the same resamples (one seed, the same subjects): comparable across groups
         versus = {name: _paired(found, reference, group, store, resamples) if group else None
                   for name, group in groups.items()}
+        paired = [reference[key] for key in ((r["spec"]["fold_name"], r["seed"]) for r in found) if key in reference]
         rows.append(StudyRow(planned.factor, planned.point.label, len(found), _group_mean(found, groups["mean"]),
                              _group_mean(found, groups["focus"]), _group_mean(found, groups["other"]),
-                             _group_mean(list(reference.values()), groups["mean"]), versus))
+                             _group_mean(paired, groups["mean"]), versus))
     return rows
 
 

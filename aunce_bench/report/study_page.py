@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from aunce_bench.data.synth.cue_audit import AUDIT_INTENSITY, CueRow
+from aunce_bench.data.synth.generate import GENERATOR_VERSION
 from aunce_bench.report.bootstrap import Interval
 from aunce_bench.study import StudyRow, StudySpec
 
@@ -73,7 +74,9 @@ def study_markdown(study: StudySpec, rows: list[StudyRow], audits: dict[str, lis
         "measured by aunce-bench; nothing here is a paper's.", "",
         study.description.strip(), "",
         f"Reproduce (runs what is missing, skips what is stored, prints the table): `{command}`", "",
-        f"Setting: protocol `{study.protocol}`, budget `{study.budget}`, folds {', '.join(map(str, study.folds))}, "
+        f"Data: SynthAU generator {GENERATOR_VERSION} (runs on data of another version have other run ids and are "
+        "not read). Setting: protocol "
+        f"`{study.protocol}`, budget `{study.budget}`, folds {', '.join(map(str, study.folds))}, "
         f"seeds {', '.join(map(str, study.seeds))}. Each point is compared with `{study.reference}` in its own "
         "setting (same folds, seeds, init and test frames): the difference with its 95 % paired-bootstrap interval "
         "over test subjects (bold: the interval excludes 0). F1 is averaged over the runs of a point.", "",
