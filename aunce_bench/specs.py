@@ -272,7 +272,7 @@ class LossSpec(Strict):
 
 class ViewSpec(Strict):
     """The training views of a method's encoder stage. Random crop and flip are always on; a part left unset
-    keeps the recipe's default: on for contrastive pretraining (AUNCE's two-view augmentation, FACTS.md s7),
+    keeps the recipe's default: on for contrastive pretraining (AUNCE's two-view augmentation, as released),
     off for supervised training (crop and flip only, ME-GraphAU practice)."""
 
     colour_jitter: bool | None = Field(None, description="brightness, contrast, saturation 0.4, hue 0.1, p 0.8")

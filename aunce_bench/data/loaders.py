@@ -384,10 +384,10 @@ PAPER_CROP = 224  # the input size AUNCE's augmentation was designed for
 
 def training_transform(crop: int, mean: tuple[float, ...], std: tuple[float, ...], colour_jitter: bool,
                        grayscale: bool, blur: bool) -> Preprocess:
-    """One training view: random crop and horizontal flip, then the parts of AUNCE's photometric augmentation
-    (FACTS.md s7) that are on: colour jitter p 0.8, grayscale p 0.2, Gaussian blur with sigma in [0.1, 2] px
-    at 224 px. The blur is a length in pixels, so it is scaled with the crop: at 64 px the same sigma would
-    erase the few-pixel cues of the face."""
+    """One training view: random crop and horizontal flip, then the parts of AUNCE's released photometric
+    augmentation that are on: colour jitter p 0.8, grayscale p 0.2, Gaussian blur with sigma in [0.1, 2] px at
+    224 px. The blur is a length in pixels, so it is scaled with the crop: at 64 px the same sigma would erase
+    the few-pixel cues of the face."""
     scale = min(1.0, crop / PAPER_CROP)
     parts = [K.RandomCrop((crop, crop)), K.RandomHorizontalFlip()]
     if colour_jitter:
