@@ -1036,7 +1036,8 @@ def cue_audit_command(
 @app.command("study")
 def study_command(
     name: Annotated[str, typer.Argument(help="study name (built-in: lip_aus) or path to a study YAML")],
-    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    db: Annotated[Optional[Path], typer.Option(
+        help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
     run_missing: Annotated[bool, typer.Option("--run/--no-run", help="run the points not stored yet, skipping "
                                               "stored ones (default), or only read the store")] = True,
     page: Annotated[Optional[Path], typer.Option(help="also write the study's Markdown page here (table, what each "
@@ -1063,14 +1064,14 @@ def study_command(
                 execution = _execution("fp32", None, False, torch_device, ("auto", None, None))
                 outcomes = _execute(unique_runs(points), store, torch_device, data_root, execution=execution)
             rows = study_table(spec, points, store, resamples)
-        _print_study(spec, rows, sum(len(p.runs) for p in points))
+        _print_study(spec, rows)
         if page is not None:
             _write_study_page(spec, rows, name, page, store.path.name, identities)
         if outcomes:
             _finish(outcomes, debug)
 
 
-def _print_study(spec, rows, planned: int) -> None:
+def _print_study(spec, rows) -> None:
     from aunce_bench.report.study_page import interval_text
 
     focus = ", ".join(f"AU{au}" for au in spec.focus_aus)
@@ -1079,7 +1080,7 @@ def _print_study(spec, rows, planned: int) -> None:
     for column in ("factor", "point", "runs", "mean F1", focus, "other AUs", f"mean − {spec.reference}",
                    f"{focus} − {spec.reference}", f"other − {spec.reference}"):
         table.add_column(column)
-    per_point = planned // max(1, len(rows))
+    per_point = len(spec.folds) * len(spec.seeds)
     for row in rows:
         table.add_row(row.factor, row.label, f"{row.runs} of {per_point} runs",
                       *(f"{v:.3f}" if v is not None else "" for v in (row.mean_f1, row.focus_f1, row.other_f1)),

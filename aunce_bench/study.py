@@ -125,7 +125,8 @@ def study_table(study: StudySpec, points: list[PlannedPoint], store: ResultStore
         reference = {(done[r.run_id]["spec"]["fold_name"], done[r.run_id]["seed"]): done[r.run_id]
                      for r in planned.reference_runs if r.run_id in done}
         aus = list(found[0]["per_au_f1"]) if found else []
-        groups = {"mean": aus, "focus": [au for au in aus if au in focus], "other": [au for au in aus if au not in focus]}
+        groups = {"mean": aus, "focus": [au for au in aus if au in focus],
+                  "other": [au for au in aus if au not in focus]}
         # each group's interval from the same resamples (one seed, the same subjects): comparable across groups
         versus = {name: _paired(found, reference, group, store, resamples) if group else None
                   for name, group in groups.items()}

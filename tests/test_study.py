@@ -17,7 +17,8 @@ runner = CliRunner()
 STUDY = {
     "name": "small", "protocol": "synth_bp4d_3fold", "budget": "quick", "folds": [1, 2], "seeds": [0],
     "reference": "wce", "focus_aus": [15, 23, 24],
-    "factors": {"views": [{"method": "aunce"}, {"method": "aunce_cropflip"}], "init": [{"method": "aunce", "init": "scratch"}]},
+    "factors": {"views": [{"method": "aunce"}, {"method": "aunce_cropflip"}],
+                "init": [{"method": "aunce", "init": "scratch"}]},
 }
 
 
@@ -86,8 +87,8 @@ def test_the_study_command_prints_the_table_and_writes_the_page(study_file, tmp_
             for run in [*planned.reference_runs, *planned.runs]:
                 store_synthetic_run(store, run, 0.0, predict=informed)
     page = tmp_path / "STUDY.md"
-    result = runner.invoke(app, ["study", str(study_file), "--db", str(db), "--no-run", "--page", str(page), "--identities", "3"],
-                           env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["study", str(study_file), "--db", str(db), "--no-run", "--page", str(page),
+                                 "--identities", "3"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "aunce_cropflip" in result.output and "0 of 2 runs" in result.output  # a point not run yet says so
     text = page.read_text()

@@ -6,25 +6,26 @@ around the landmarks it moves, plus a margin):
 
 - `geometry_px`: the largest landmark displacement, in pixels of the image;
 - `change`: the RMS pixel change (0-255 scale) of the whole cue, and of its two parts rendered apart:
-  `geometry_change` (landmarks moved, skin unchanged) and `appearance_change` (wrinkles, bulges, shading
-  and lip colour at the neutral landmarks);
+  `geometry_change` (landmarks moved, skin unchanged) and `appearance_change` (wrinkles, bulges and
+  furrows at the neutral landmarks);
 - `brightness_share`: the share of the change's energy along the grey axis (equal change of R, G and B);
   the rest is a change of colour, which grayscale views remove and hue/saturation jitter mimics;
 - `identity_spread`: the RMS spread of the same region's pixels across neutral identities, and
   `cue_to_spread` = change / spread: below about 0.5 a cue is smaller than the faces' own differences.
 
 `profile_offset_px` compares two profiles' capture styles: how far the AU's landmarks sit apart when the same
-neutral faces are captured in the profile's style and in `other`'s. When that offset exceeds `geometry_px`, a position cue learned on
-one profile reads the other's neutral faces as active (or inactive) ones.
+neutral faces are captured in the profile's style and in `other`'s. When that offset exceeds `geometry_px`, a
+position cue learned on one profile reads the other's neutral faces as active (or inactive) ones.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from aunce_bench.data.synth.face import AU_COLUMN, AU_DISPLACEMENTS, expressive_landmarks, neutral_landmarks, sample_identity
+from aunce_bench.data.synth.face import (AU_COLUMN, AU_DISPLACEMENTS, expressive_landmarks, neutral_landmarks,
+                                         sample_identity)
 from aunce_bench.data.synth.generate import IDENTITY_STREAM, RENDER_STREAM, keyed_rng
 from aunce_bench.data.synth.label_stats import RENDERED_AUS
 from aunce_bench.data.synth.profiles import PROFILES
@@ -132,6 +133,3 @@ def audit(profile: str, size: int, identities: int = 24, other: str | None = Non
                            offset))
     return rows
 
-
-def as_records(rows: list[CueRow]) -> list[dict]:
-    return [asdict(row) for row in rows]

@@ -7,9 +7,9 @@ are the subject's right.
 
 An AU acts in two ways, as in FACS: it changes the face's shape first, by displacing landmarks
 (`AU_DISPLACEMENTS`, given at intensity 5, and `LIP_NARROWING`: AU23 and AU24 narrow the red parts of the
-lips by a share of their own height), then the skin's appearance (furrows, wrinkles, bulges: `appearance`). Identities carry neutral
-versions of the same cues (high brows, upturned mouth corners, deep nasolabial folds, narrow eyes) so
-that, as on real faces, a cue alone does not tell whether an AU is active.
+lips by a share of their own height), then the skin's appearance (furrows, wrinkles, bulges:
+`appearance`). Identities carry neutral versions of the same cues (high brows, upturned mouth corners, deep
+nasolabial folds, narrow eyes) so that, as on real faces, a cue alone does not tell whether an AU is active.
 """
 
 from __future__ import annotations
