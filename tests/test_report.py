@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -806,3 +807,59 @@ def test_ablations_and_sweep_points_are_listed_under_their_method_and_carry_thei
     assert board.families == ["supervised", "noise-robust", "contrastive", "ablation", "sweep"]
     csv_rows = exports.board_rows(board)
     assert [r["family"] for r in csv_rows[:3]] == ["ablation of not_on_this_board", "supervised", "noise-robust"]
+
+
+class _TableShapes(HTMLParser):
+    """Per <table>: the number of columns each row fills (colspan counted, and the cells of rows above that
+    reach down into it through rowspan), header rows first."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[list[int]] = []
+        self._open: list[tuple[list[int], list[list[int]]]] = []  # (row widths, [rows left, width] spanning down)
+
+    def handle_starttag(self, tag, attrs):
+        if not self._open and tag != "table":
+            return
+        if tag == "table":
+            self._open.append(([], []))
+        elif tag == "tr":
+            widths, spans = self._open[-1]
+            widths.append(sum(width for _, width in spans))
+            spans[:] = [[left - 1, width] for left, width in spans if left > 1]
+        elif tag in ("td", "th"):
+            widths, spans = self._open[-1]
+            width, rowspan = int(dict(attrs).get("colspan") or 1), int(dict(attrs).get("rowspan") or 1)
+            widths[-1] += width
+            if rowspan > 1:
+                spans.append([rowspan - 1, width])
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self.tables.append(self._open.pop()[0])
+
+
+def table_shapes(html: str) -> list[list[int]]:
+    parser = _TableShapes()
+    parser.feed(html)
+    return parser.tables
+
+
+def test_every_row_of_every_table_has_the_headers_cells(synthetic, tiny):
+    """A row with a cell too many or too few shifts every value after it under the wrong header."""
+    pages = [synthetic[1] / "index.html", *(tiny[2] / "curves").glob("*.html")]
+    checked = 0
+    for page in pages:
+        for rows in table_shapes(page.read_text()):
+            assert rows and all(cells == rows[0] for cells in rows), f"{page.name}: row widths {rows}"
+            checked += len(rows)
+    assert checked > 50
+
+
+def test_the_noise_tables_chance_row_sits_under_its_levels(tiny):
+    """The chance value is under "clean" and each noise level; the drop columns stay empty."""
+    html = next((tiny[2] / "curves").glob("*.html")).read_text()
+    row = re.search(r'<tr class="chance">(.*?)</tr>', html, re.S).group(1)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+    chance = ResultStore(tiny[0]).runs()[0]["chance_f1"]
+    assert cells[1:] == [f"{100 * chance:.1f}"] * 2 + [""]  # clean, 0.2, drop at 0.2
