@@ -5,7 +5,8 @@ is the frame number, every other column an AU number (BP4D: `0,1,2,...,99`; BP4D
 12 of FACTS.md s1 at non-contiguous positions). The header is always read, never assumed. Values: 0 absent,
 1 present, 9 unknown (missing: -1 in the FrameIndex). Frame `2440` of `F001_T1` is the image
 `F001/T1/2440.jpg` under the image folder, with or without zero padding (`2440.jpg`, `0042.jpg`), any of
-the extensions jpg, jpeg, png, bmp.
+the extensions jpg, jpeg, png, bmp. The image list (what a landmark list's lines follow) is every data row of
+the occurrence files, files in name order.
 """
 
 from __future__ import annotations
@@ -35,20 +36,25 @@ def scan_bp4d_plus(root: Path, images: Path, threshold: float) -> Scan:
 def _scan(root: Path, images: Path, dataset: str) -> Scan:
     folder = find_folder(root, ("AUCoding/AU_OCC", "AU_OCC", "."), "[FM][0-9][0-9][0-9]_T*.csv",
                          "occurrence files F001_T1.csv")
-    units, unlabelled, without_image, files = [], Unlabelled(), 0, 0
+    units, unlabelled, without_image, files, listed = [], Unlabelled(), 0, 0, 0
     for path in sorted(folder.glob("*.csv")):
         match = _FILE.match(path.name)
         if not match:
             continue
         subject, task = match.groups()
-        unit, missing = _read(path, subject, task, images / subject / task, unlabelled)
+        unit, missing, listed = _read(path, subject, task, images / subject / task, unlabelled, listed)
         units.append(unit)
         without_image += missing
         files += 1
-    return Scan(dataset, BP4D_AUS, units, without_image=without_image, unlabelled=unlabelled.count, files=files)
+    return Scan(dataset, BP4D_AUS, units, without_image=without_image, unlabelled=unlabelled.count, files=files,
+                listed=listed, image_list="every data row of the occurrence files, files in name order "
+                                      "(F001_T1.csv, F001_T2.csv, ...)")
 
 
-def _read(path: Path, subject: str, task: str, image_folder: Path, unlabelled: Unlabelled) -> tuple[Unit, int]:
+def _read(path: Path, subject: str, task: str, image_folder: Path, unlabelled: Unlabelled,
+          listed: int) -> tuple[Unit, int, int]:
+    """The sequence of one occurrence file, its labelled frames without an image, and the image list's length
+    after its rows (`listed` before them)."""
     rows = read_rows(path)
     header = next(rows, (1, []))[1]
     if not header or header[0].lower() not in _FRAME_HEADERS:
@@ -59,6 +65,7 @@ def _read(path: Path, subject: str, task: str, image_folder: Path, unlabelled: U
     images = numbered_images(image_folder)
     unit, missing, first_line, seen = Unit(subject, task), 0, None, set()
     for line, cells in rows:
+        entry, listed = listed, listed + 1  # the row's entry in the image list
         expect_cells(cells, len(header), path, line)
         frame = integer(cells[0], path, line, "frame number")
         if frame in seen:
@@ -71,9 +78,9 @@ def _read(path: Path, subject: str, task: str, image_folder: Path, unlabelled: U
         if frame not in images:
             missing += 1
             continue
-        unit.add(frame, labels, images[frame])
+        unit.add(frame, labels, images[frame], listed=entry)
     if first_line is None:
         raise AnnotationError(path, None, "no frames after the header")
     if not unit and missing:
         raise no_images_error(path, first_line[0], image_folder / f"{first_line[1]}.jpg")
-    return unit, missing
+    return unit, missing, listed

@@ -2,8 +2,10 @@
 
 An importer reads a corpus's annotation files as distributed (FACTS.md s2) and returns a `Scan`: the
 dataset's AUs and one `Unit` per sequence (the frames of one image folder or video, in order) with labels
-(1 present, 0 absent, -1 missing), intensities where the format has them, and where each frame's image is.
-A malformed annotation raises `AnnotationError`, one line naming the file and line.
+(1 present, 0 absent, -1 missing), intensities where the format has them, where each frame's image is, and
+landmarks where the dataset gives them. Formats of image files also number their image list (`Scan.image_list`),
+whose order a landmark list's lines follow. A malformed annotation raises `AnnotationError`, one line naming the
+file and line.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aunce_bench.data.index import MISSING_LABEL
+from aunce_bench.data.landmarks import GivenLandmarks
 from aunce_bench.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -43,13 +46,18 @@ class Unit:
     video: Path | None = None
     video_frames: list[int] = field(default_factory=list)  # 0-based frame index in `video` of each row
     pose_bin: str = FRONTAL
+    listed: list[int] = field(default_factory=list)  # each row's entry in the scan's image list (-1: none)
+    given: list[GivenLandmarks | None] = field(default_factory=list)  # the dataset's landmarks of each row
 
-    def add(self, frame: int, labels: list[int], image: Path | int, intensities: list[float] = ()) -> None:
+    def add(self, frame: int, labels: list[int], image: Path | int, intensities: list[float] = (), listed: int = -1,
+            given: GivenLandmarks | None = None) -> None:
         """Append a row; `image` is a file, or a 0-based frame index of `self.video`."""
         self.frames.append(frame)
         self.labels.append(labels)
         self.intensities.append(list(intensities))
         (self.video_frames if self.video is not None else self.images).append(image)
+        self.listed.append(listed)
+        self.given.append(given)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -67,6 +75,9 @@ class Scan:
     without_image: int = 0  # labelled frames whose image file is absent (skipped)
     unlabelled: int = 0  # frames with every label missing (dropped)
     files: int = 0  # annotation files read
+    listed: int = 0  # entries of the format's image list: every image its annotation rows name, in reading order
+    image_list: str = ""  # what those entries are, for messages ("": the format has no image list)
+    given_from: str = ""  # where the rows' given landmarks come from ("": none)
 
 
 class Unlabelled:

@@ -4,7 +4,8 @@
 header, lines `frame,intensity` with frames 1-based and intensities 0-5. Occurrence = intensity >=
 `threshold` (2, the community standard; some tools use 1). The index keeps the intensities, so a protocol's
 `occurrence_threshold` re-derives labels without preparing again. Data line i (0-based) is the image
-`SN001/i.png` under the image folder (any of jpg, jpeg, png, bmp; zero padding allowed).
+`SN001/i.png` under the image folder (any of jpg, jpeg, png, bmp; zero padding allowed). The image list (what a
+landmark list's lines follow) is every frame of the label files, subjects in name order.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ _SUBJECT = re.compile(r"^SN\d{3}$")
 def scan_disfa(root: Path, images: Path, threshold: float) -> Scan:
     folder = find_folder(root, ("ActionUnit_Labels", "."), "SN[0-9][0-9][0-9]/SN*_au*.txt",
                          "label files SN001/SN001_au1.txt")
-    units, without_image, files = [], 0, 0
+    units, without_image, files, listed = [], 0, 0, 0
     for subject_folder in sorted(p for p in folder.iterdir() if p.is_dir() and _SUBJECT.match(p.name)):
         subject = subject_folder.name
         frames, intensities = _read_subject(subject_folder, subject)
@@ -37,10 +38,13 @@ def scan_disfa(root: Path, images: Path, threshold: float) -> Scan:
             if index not in images_by_index:
                 without_image += 1
                 continue
-            unit.add(frame, [int(level >= threshold) for level in levels], images_by_index[index], levels)
+            unit.add(frame, [int(level >= threshold) for level in levels], images_by_index[index], levels,
+                     listed=listed + index)
         units.append(unit)
+        listed += len(frames)
     return Scan("disfa", DISFA_CODED_AUS, units, intensity_aus=DISFA_CODED_AUS, without_image=without_image,
-                files=files)
+                files=files, listed=listed, image_list="every frame of the label files, subjects in name order "
+                                                       "(SN001 frames 1, 2, ..., then SN002, ...)")
 
 
 def _read_subject(folder: Path, subject: str) -> tuple[list[int], list[list[float]]]:

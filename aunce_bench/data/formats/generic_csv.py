@@ -10,21 +10,30 @@
 - `frame` (optional, default the row order): the frame number within the sequence;
 - `pose_bin` (optional, default `frontal`): a view or pose label; metrics are reported per pose bin;
 - `partition` (optional): an official partition such as `train` / `validation`, for protocols with
-  `split: {kind: partition}`.
+  `split: {kind: partition}`;
+- landmarks (optional, all ten or none): `eye_left_x, eye_left_y, eye_right_x, eye_right_y, nose_tip_x,
+  nose_tip_y, mouth_left_x, mouth_left_y, mouth_right_x, mouth_right_y`, the five points of
+  `landmarks.FIVE_POINTS` in 0-based pixels of the image (x right, y down, pixel centres at integers; `left`:
+  image-left). `prepare` aligns a row's face with them; rows whose ten cells are empty are detected.
 
-Other columns are ignored. The dataset is named with `--name` (e.g. `--name gft`).
+Other columns are ignored. The dataset is named with `--name` (e.g. `--name gft`). The image list (what the
+lines of a `--landmarks` list follow) is the data rows.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from aunce_bench.data.formats.common import (FRONTAL, AnnotationError, Scan, Unit, Unlabelled, au_number,
                                              expect_cells, integer, no_images_error, occurrence, read_rows)
+from aunce_bench.data.landmarks import FIVE_POINTS, GivenLandmarks, given_landmarks
 from aunce_bench.errors import UserError
 
 REQUIRED = ("image", "subject")
 OPTIONAL = ("sequence", "frame", "pose_bin", "partition")
+LANDMARK_COLUMNS = tuple(f"{point}_{axis}" for point in FIVE_POINTS for axis in "xy")
 
 
 def scan_csv(root: Path, images: Path, threshold: float) -> Scan:
@@ -43,6 +52,12 @@ def scan_csv(root: Path, images: Path, threshold: float) -> Scan:
     aus = tuple(au for au, _ in au_cells)
     if len(set(aus)) != len(aus):
         raise AnnotationError(root, 1, "header names an AU twice")
+    landmark_cells = [columns.get(name) for name in LANDMARK_COLUMNS]
+    if None in landmark_cells and any(cell is not None for cell in landmark_cells):
+        absent = LANDMARK_COLUMNS[landmark_cells.index(None)]
+        raise AnnotationError(root, 1, f"header has landmark columns but no '{absent}'; give all ten "
+                                       f"({', '.join(LANDMARK_COLUMNS)}) or none")
+    with_landmarks = None not in landmark_cells
     units: dict[tuple[str, str, str], list] = {}
     partitions: dict[str, list[str]] = {}
     unlabelled, without_image, first = Unlabelled(), 0, None
@@ -61,7 +76,8 @@ def scan_csv(root: Path, images: Path, threshold: float) -> Scan:
             continue
         frame = integer(value["frame"], root, line, "frame") if value.get("frame") else order
         key = (value["subject"], value.get("sequence") or "1", value.get("pose_bin") or FRONTAL)
-        units.setdefault(key, []).append((frame, labels, image))
+        given = _given([cells[i] for i in landmark_cells], root, line) if with_landmarks else None
+        units.setdefault(key, []).append((frame, labels, image, order, given))
         if value.get("partition"):
             members = partitions.setdefault(value["partition"], [])
             if value["subject"] not in members:
@@ -73,8 +89,20 @@ def scan_csv(root: Path, images: Path, threshold: float) -> Scan:
     scanned = []
     for (subject, sequence, pose_bin), rows_of_unit in sorted(units.items()):
         unit = Unit(subject, sequence, pose_bin=pose_bin)
-        for frame, labels, image in sorted(rows_of_unit, key=lambda row: row[0]):
-            unit.add(frame, labels, image)
+        for frame, labels, image, listed, given in sorted(rows_of_unit, key=lambda row: row[0]):
+            unit.add(frame, labels, image, listed=listed, given=given)
         scanned.append(unit)
     return Scan(root.stem, aus, scanned, partitions=partitions, without_image=without_image,
-                unlabelled=unlabelled.count, files=1)
+                unlabelled=unlabelled.count, files=1, listed=order + 1, image_list=f"the data rows of {root.name}",
+                given_from=f"{root} (landmark columns)" if with_landmarks else "")
+
+
+def _given(cells: list[str], path: Path, line: int) -> GivenLandmarks | None:
+    """The landmarks of a row's ten landmark cells (all empty: none)."""
+    values = []
+    for name, cell in zip(LANDMARK_COLUMNS, cells):
+        try:
+            values.append(float(cell) if cell else float("nan"))
+        except ValueError:
+            raise AnnotationError(path, line, f"{name} '{cell}' is not a number") from None
+    return given_landmarks(np.array(values).reshape(len(FIVE_POINTS), 2), f"{path}:{line}")

@@ -5,7 +5,8 @@
 missing). The test lists of the folds together hold every frame exactly once, so they are what is read;
 the train and weight lists are derived from them. `DS` is BP4D or DISFA, whose AU order is FACTS.md s1; the
 prepared dataset is named after it (`bp4d`, `disfa`), so the published protocols run on it. A path
-`F001/T1/2440.jpg` is subject F001, sequence T1, frame 2440; `SN001/0.png` is subject SN001, frame 0.
+`F001/T1/2440.jpg` is subject F001, sequence T1, frame 2440; `SN001/0.png` is subject SN001, frame 0. The image
+list (what a landmark list's lines follow) is the lines of the image path lists, fold 1 first.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def scan_megraphau_lists(root: Path, images: Path, threshold: float) -> Scan:
     dataset, aus = names[0], LIST_AUS[names[0]]
     units: dict[tuple[str, str], Unit] = {}
     seen: dict[str, Path] = {}
-    unlabelled, without_image = Unlabelled(), 0
+    unlabelled, without_image, listed = Unlabelled(), 0, 0
     for _, _, path_list in found:
         label_list = path_list.with_name(path_list.name.replace("_img_path_", "_label_"))
         if not label_list.is_file():
@@ -43,6 +44,7 @@ def scan_megraphau_lists(root: Path, images: Path, threshold: float) -> Scan:
             raise AnnotationError(label_list, min(len(paths), len(labels)) + 1,
                                   f"{len(labels)} label lines for {len(paths)} image paths in {path_list.name}")
         for line, (relative, cells) in enumerate(zip(paths, labels), start=1):
+            entry, listed = listed, listed + 1  # the line's entry in the image list
             if not relative:
                 raise AnnotationError(path_list, line, "empty image path")
             if relative in seen:
@@ -62,7 +64,7 @@ def scan_megraphau_lists(root: Path, images: Path, threshold: float) -> Scan:
             subject, sequence = parts[0], "/".join(parts[1:-1]) or "1"
             stem = Path(relative).stem
             frame = int(stem) if stem.isdigit() else len(seen)  # else: the order of the lists
-            units.setdefault((subject, sequence), Unit(subject, sequence)).add(frame, row, image)
+            units.setdefault((subject, sequence), Unit(subject, sequence)).add(frame, row, image, listed=entry)
     if not units and without_image:
         raise no_images_error(found[0][2], 1, images / next(iter(seen)))
     ordered = []
@@ -70,8 +72,9 @@ def scan_megraphau_lists(root: Path, images: Path, threshold: float) -> Scan:
         order = sorted(range(len(unit)), key=unit.frames.__getitem__)
         reordered = Unit(unit.subject, unit.sequence)
         for i in order:
-            reordered.add(unit.frames[i], unit.labels[i], unit.images[i])
+            reordered.add(unit.frames[i], unit.labels[i], unit.images[i], listed=unit.listed[i])
         ordered.append(reordered)
     ordered.sort(key=lambda u: (u.subject, u.sequence))
     return Scan(dataset.lower(), aus, ordered, without_image=without_image, unlabelled=unlabelled.count,
-                files=2 * len(found))
+                files=2 * len(found), listed=listed,
+                image_list=f"the lines of the image path lists, fold 1 first ({found[0][2].name}, ...)")
