@@ -423,6 +423,9 @@ def prepare(
         help="name of the prepared dataset (default: the format's; megraphau_lists: bp4d or disfa; csv: the file's stem)")] = None,
     workers: Annotated[Optional[int], typer.Option(help="worker processes (default: all cores)")] = None,
     force: Annotated[bool, typer.Option("--force", help="prepare again, replacing what is at the output folder")] = False,
+    landmarks: Annotated[Optional[Path], typer.Option(
+        help="landmark list (JAA-Net format): one line per image of the format's image list, x1 y1 x2 y2 ... "
+             "(1-based; 49, 66 or 68 points); its frames are aligned with these points, the others detected")] = None,
 ) -> None:
     """Import a real dataset's annotations and frames into a prepared FrameIndex (aligned 256 px faces)."""
     from aunce_bench.data.prepare import prepare as prepare_dataset
@@ -434,6 +437,7 @@ def prepare(
             task = bar.add_task("sequences", total=None)
             result = prepare_dataset(dataset, root, data_root=resolve_root(data_root), images=images, out=out,
                                      align=align, threshold=threshold, name=name, workers=workers, force=force,
+                                     landmarks=landmarks,
                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
         _print_prepared(result)
 
@@ -457,8 +461,11 @@ def _print_prepared(result) -> None:
                   f"{metadata['sequences']} sequences")
     faces, skipped = metadata["faces"], metadata["skipped"]
     if metadata["align"]:
-        console.print(f"faces: {faces['detected']} detected, {faces['previous_box']} aligned as the previous frame, "
-                      f"{faces['centre_crop']} centre crops")
+        given = f"{faces['given']} aligned with given landmarks, " if metadata.get("given_landmarks") else ""
+        console.print(f"faces: {given}{faces['detected']} detected, {faces['previous_box']} aligned as the previous "
+                      f"frame, {faces['centre_crop']} centre crops")
+        if metadata.get("given_landmarks"):
+            console.print(f"given landmarks: {metadata['given_landmarks']}")
         if "face_score" in index.frames.column_names:
             scores = np.asarray(index.frames["face_score"], dtype=np.float32)
             if np.isfinite(scores).any():

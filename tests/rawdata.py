@@ -2,6 +2,8 @@
 
 Each writer lays out annotation files as distributed and frames (tiny generated images or videos) in the
 conventional layout, and returns the rows it wrote, so tests can check the imported index frame by frame.
+Faces drawn as five dots (`dot_face`) come with the landmarks a dataset would give for them (`ibug68`,
+`landmark_line`), and `dot_detector` finds them as MTCNN would.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def disfa_intensity(subject: int, row: int, au: int) -> int:
     return (subject * 3 + row * 2 + au) % 6
 
 
-def write_disfa(root: Path, subjects: list[str], frames: int = 6) -> None:
+def write_disfa(root: Path, subjects: list[str], frames: int = 6, image=lambda seed: noise_image(seed)) -> None:
     """`ActionUnit_Labels/SN001/SN001_au1.txt` (`frame,intensity`, 1-based) and frames `SN001/0.png`."""
     for s, subject in enumerate(subjects):
         for au in DISFA_AUS:
@@ -76,7 +78,7 @@ def write_disfa(root: Path, subjects: list[str], frames: int = 6) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(f"{r + 1},{disfa_intensity(s, r, au)}\n" for r in range(frames)))
         for r in range(frames):
-            write_image(root / subject / f"{r}.png", noise_image(s * 100 + r))
+            write_image(root / subject / f"{r}.png", image(s * 100 + r))
 
 
 def write_affwild2(root: Path) -> dict:
@@ -112,3 +114,73 @@ def write_fera17(root: Path, rows: int = 4) -> list[list[int]]:
             write_video(root / "videos" / f"FERA17_{split}_F001_T1_{view}.mp4",
                         [noise_image(view * 10 + r) for r in range(count)])
     return [[-1 if v == 9 else v for v in row] for row in labels]
+
+
+def dots(points, shape=(300, 400)):
+    """A black BGR image with a white dot at each point."""
+    image = np.zeros((*shape, 3), np.uint8)
+    for x, y in points:
+        cv2.circle(image, (round(x * 16), round(y * 16)), 5 * 16, (255, 255, 255), -1, cv2.LINE_AA, 4)
+    return image
+
+
+def blob_centres(image):
+    """Intensity-weighted centres of the bright blobs of an image."""
+    grey = image.max(axis=2).astype(np.float64)
+    count, labels = cv2.connectedComponents((grey > 40).astype(np.uint8))
+    centres = []
+    for label in range(1, count):
+        ys, xs = np.nonzero(labels == label)
+        weights = grey[ys, xs]
+        centres.append(((xs * weights).sum() / weights.sum(), (ys * weights).sum() / weights.sum()))
+    return np.array(centres)
+
+
+def face_points(seed: int, shape=(300, 400)) -> np.ndarray:
+    """Five landmarks (eye centres, nose tip, mouth corners, image-left first) of a face somewhere in a frame of
+    `shape`: the 256 px template turned by up to 15 degrees, scaled by 0.6 to 0.9 and moved."""
+    from aunce_bench.data.landmarks import TEMPLATE, transform
+
+    rng = np.random.default_rng(seed)
+    angle, scale = np.radians(rng.uniform(-15, 15)), rng.uniform(0.6, 0.9)
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    centre = rng.uniform([120, 100], [shape[1] - 120, shape[0] - 100])
+    return transform(np.hstack([rotation, (centre - rotation @ TEMPLATE.mean(axis=0))[:, None]]), TEMPLATE)
+
+
+def dot_face(seed: int, shape=(300, 400)) -> np.ndarray:
+    """The frame of `face_points(seed)`: a dot at each of its five landmarks."""
+    return dots(face_points(seed, shape), shape)
+
+
+def dot_detector(image):
+    """A stand-in for `faces.detect` on `dot_face` frames: the five dots, ordered as MTCNN orders its points."""
+    from aunce_bench.data.faces import Face
+
+    found = blob_centres(image)
+    if len(found) != 5:
+        return None
+    by_height = found[np.argsort(found[:, 1])]
+    eyes, mouth = by_height[:2], by_height[3:]
+    return Face(np.vstack([eyes[np.argsort(eyes[:, 0])], by_height[2], mouth[np.argsort(mouth[:, 0])]]), 0.9)
+
+
+IBUG_LEFT_OUT = {49: [*range(17), 60, 64], 66: [60, 64], 68: []}  # iBUG points a scheme of N points leaves out
+
+
+def ibug68(five: np.ndarray, seed: int = 0) -> np.ndarray:
+    """68 iBUG points [68, 2] whose eye contours (36-41, 42-47) are hexagons around the eye centres of `five`,
+    with the nose tip (30) and the mouth corners (48, 54) of `five`; the other points lie around the face."""
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(five.min(axis=0) - 10, five.max(axis=0) + 10, (68, 2))
+    radius = 0.15 * np.linalg.norm(five[1] - five[0])
+    hexagon = radius * np.stack([np.cos(np.arange(6) * np.pi / 3), np.sin(np.arange(6) * np.pi / 3)], axis=1)
+    points[36:42], points[42:48] = five[0] + hexagon, five[1] + hexagon
+    points[30], points[48], points[54] = five[2], five[3], five[4]
+    return points
+
+
+def landmark_line(points68: np.ndarray, count: int) -> str:
+    """The landmark list line (JAA-Net format: 1-based x1 y1 x2 y2 ...) of iBUG points in the scheme of `count`."""
+    kept = np.delete(points68, IBUG_LEFT_OUT[count], axis=0)
+    return " ".join(f"{value:.4f}" for value in (kept + 1).ravel())

@@ -33,7 +33,7 @@ from aunce_bench.data.synth.profiles import PROFILES
 from aunce_bench.data.synth.render import Pose, render_face
 from aunce_bench.errors import UserError
 from aunce_bench.report.build import _alignment_galleries
-from rawdata import noise_image, write_bp4d, write_image
+from rawdata import blob_centres, dots, noise_image, write_bp4d, write_image
 
 runner = CliRunner()
 NEUTRAL = np.zeros(len(RENDERED_AUS))  # every AU at intensity 0
@@ -78,26 +78,6 @@ def test_template_is_where_synthau_frontal_faces_have_their_landmarks():
         points.append(five_from_68(rendered.landmarks))
     assert np.abs(np.mean(points, axis=0) - TEMPLATE).max() < 1.5
     assert np.allclose(template(256), TEMPLATE) and np.allclose(template(128)[2], (TEMPLATE[2] + 0.5) / 2 - 0.5)
-
-
-def dots(points, shape=(300, 400)):
-    """A black BGR image with a white dot at each point."""
-    image = np.zeros((*shape, 3), np.uint8)
-    for x, y in points:
-        cv2.circle(image, (round(x * 16), round(y * 16)), 5 * 16, (255, 255, 255), -1, cv2.LINE_AA, 4)
-    return image
-
-
-def blob_centres(image):
-    """Intensity-weighted centres of the bright blobs of an image."""
-    grey = image.max(axis=2).astype(np.float64)
-    count, labels = cv2.connectedComponents((grey > 40).astype(np.uint8))
-    centres = []
-    for label in range(1, count):
-        ys, xs = np.nonzero(labels == label)
-        weights = grey[ys, xs]
-        centres.append(((xs * weights).sum() / weights.sum(), (ys * weights).sum() / weights.sum()))
-    return np.array(centres)
 
 
 def test_the_crop_puts_five_tilted_landmarks_on_the_template():
@@ -159,7 +139,8 @@ def test_prepare_stores_landmarks_counts_fallbacks_and_writes_the_gallery(tmp_pa
     assert f"alignment gallery (least confident faces first): {tmp_path / 'data' / 'bp4d' / ALIGNMENT_GALLERY}" in \
         "".join(result.output.split("\n"))
     index = prepare("bp4d", raw, data_root=tmp_path / "data").index  # already prepared: reused
-    assert index.metadata["faces"] == {"detected": 2, "previous_box": 2, "centre_crop": 2}
+    assert index.metadata["faces"] == {"given": 0, "detected": 2, "previous_box": 2, "centre_crop": 2}
+    assert index.metadata["given_landmarks"] is None and index.metadata["landmark_list_sha256"] is None
     points, scores = index.landmarks(), np.asarray(index.frames["face_score"])
     detected = np.isfinite(scores)
     assert detected.sum() == 2 and np.allclose(points[detected], TEMPLATE, atol=1e-3)
@@ -291,7 +272,7 @@ def test_prepare_aligns_detected_faces_and_counts_undetected_frames(tmp_path, re
     index = prepare("bp4d", raw, data_root=tmp_path / "data", workers=2).index
     counts = index.metadata["faces"]
     assert len(index) == 6 and index.metadata["align"] is True
-    assert counts == {"detected": 4, "previous_box": 2, "centre_crop": 0}
+    assert counts == {"given": 0, "detected": 4, "previous_box": 2, "centre_crop": 0}
     assert np.asarray(index.frames[0]["image"]).shape == (256, 256, 3)
     points = index.landmarks()
     detected = np.isfinite(np.asarray(index.frames["face_score"]))

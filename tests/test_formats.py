@@ -6,11 +6,14 @@ import pytest
 from typer.testing import CliRunner
 
 from aunce_bench.cli import app
+from aunce_bench.data import faces
+from aunce_bench.data.formats.generic_csv import LANDMARK_COLUMNS
+from aunce_bench.data.landmarks import TEMPLATE
 from aunce_bench.data.loaders import load_frames
 from aunce_bench.data.prepare import prepare
 from aunce_bench.errors import UserError
-from rawdata import (BP4D_AUS, BP4D_PLUS_HEADER, DISFA_AUS, disfa_intensity, noise_image, write_affwild2,
-                     write_bp4d, write_disfa, write_fera17, write_image)
+from rawdata import (BP4D_AUS, BP4D_PLUS_HEADER, DISFA_AUS, blob_centres, disfa_intensity, dot_detector, dot_face,
+                     face_points, noise_image, write_affwild2, write_bp4d, write_disfa, write_fera17, write_image)
 
 runner = CliRunner()
 
@@ -126,6 +129,55 @@ def test_generic_csv_format(tmp_path):
     assert result.folder == tmp_path / "data" / "gft" and index.aus == (1, 12)
     assert index.label_matrix().tolist() == [[1, 0], [-1, 1], [0, 1]]  # the all-missing row is dropped
     assert index.metadata["partitions"] == {"train": ["g1s1"], "test": ["g2s1"]}
+
+
+def csv_with_landmarks(folder, given_rows):
+    """A generic CSV of four dot faces whose rows in `given_rows` give their five points in landmark columns."""
+    lines = ["image,subject,AU1," + ",".join(LANDMARK_COLUMNS)]
+    for i in range(4):
+        write_image(folder / f"{i}.png", dot_face(i))
+        cells = [f"{v:.3f}" for v in face_points(i).ravel()] if i in given_rows else [""] * 10
+        lines.append(f"{i}.png,s1,{i % 2}," + ",".join(cells))
+    (folder / "gft.csv").write_text("\n".join(lines) + "\n")
+    return folder / "gft.csv"
+
+
+def test_generic_csv_landmark_columns_align_their_rows_and_the_others_are_detected(tmp_path, monkeypatch):
+    assert LANDMARK_COLUMNS[:3] == ("eye_left_x", "eye_left_y", "eye_right_x") and len(LANDMARK_COLUMNS) == 10
+    calls = []
+    monkeypatch.setattr(faces, "detect", lambda image: calls.append(1) or dot_detector(image))
+    csv = csv_with_landmarks(tmp_path / "gft", given_rows=(0, 2, 3))
+    result = runner.invoke(app, ["prepare", "csv", "--root", str(csv), "--data-root", str(tmp_path / "data"),
+                                 "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "faces: 3 aligned with given landmarks, 1 detected, 0 aligned as the previous frame" in output
+    assert f"given landmarks: {csv} (landmark columns)" in output and len(calls) == 1
+    index = prepare("csv", csv, data_root=tmp_path / "data").index
+    assert index.metadata["landmark_list_sha256"] is None
+    scores = np.asarray(index.frames["face_score"])
+    assert scores.tolist() == [1.0, np.float32(0.9), 1.0, 1.0]
+    assert np.allclose(index.landmarks()[scores == 1], TEMPLATE, atol=1e-3)
+    for item in index.frames:  # 0-based points: the dots land on the template
+        found = blob_centres(np.asarray(item["image"]))
+        assert len(found) == 5 and all(np.linalg.norm(found - point, axis=1).min() < 1.5 for point in TEMPLATE)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda line: line if not line.startswith("image") else line.replace(",mouth_right_y", ""),
+         r"gft\.csv:1: header has landmark columns but no 'mouth_right_y'; give all ten \(eye_left_x, eye_left_y, "),
+        (lambda line: line.replace(",s1,1,", ",s1,1,x", 1), r"gft\.csv:3: eye_left_x 'x.*' is not a number"),
+        (lambda line: line.rsplit(",", 2)[0] + ",," if line.startswith("1.png") else line,
+         r"gft\.csv:3: 1 of 5 points are missing; give every point of a frame, or none"),
+    ],
+)
+def test_malformed_csv_landmark_columns_fail_with_file_and_line(tmp_path, edit, message):
+    csv = csv_with_landmarks(tmp_path / "gft", given_rows=(0, 1))
+    csv.write_text("\n".join(edit(line) for line in csv.read_text().splitlines()) + "\n")
+    with pytest.raises(UserError, match=message):
+        prepared("csv", csv, tmp_path, align=True)
 
 
 def set_cell(path, line, column, value):

@@ -9,9 +9,11 @@ on OpenCV's dnn module, so nothing is downloaded. Per frame (`detect`):
    MTCNN's points lean towards upright and jitter from pass to pass; levelling and averaging reduce both
    (`benchmarks/alignment.py` measures the result against SynthAU's true landmarks).
 3. The crop is the least-squares similarity of the five points onto `landmarks.TEMPLATE`.
-A frame without a face takes the previous transform of its sequence, else a centre crop; both are counted, and
-their landmarks are unknown (NaN). `align=False` (datasets distributed as cropped faces) only centre-crops to a
-square and resizes. Videos are decoded frame by frame with `cv2.VideoCapture`.
+A frame whose landmarks the dataset gives (`Unit.given`: a landmark list, CSV columns) skips steps 1 and 2: its
+five given points are cropped the same way, with confidence 1, and MTCNN never sees it. A frame without a face
+takes the previous transform of its sequence, else a centre crop; both are counted, and their landmarks are
+unknown (NaN). `align=False` (datasets distributed as cropped faces) only centre-crops to a square and resizes.
+Videos are decoded frame by frame with `cv2.VideoCapture`.
 """
 
 from __future__ import annotations
@@ -175,8 +177,9 @@ UNKNOWN_POINTS = np.full((5, 2), np.nan)
 @dataclass
 class UnitCrops:
     """A sequence's rows after preprocessing: JPEG crops (None: unreadable frame), their five landmarks in crop
-    pixels (NaN where not detected in that frame), detection confidences (NaN likewise), and how many frames were
-    detected, took the previous frame's transform or were centre-cropped."""
+    pixels (NaN where neither given nor detected in that frame), confidences (NaN likewise, 1 where given), and
+    how many frames were aligned with given landmarks, detected, took the previous frame's transform or were
+    centre-cropped."""
 
     crops: list[bytes | None] = field(default_factory=list)
     landmarks: list[np.ndarray] = field(default_factory=list)
@@ -193,7 +196,7 @@ def process_unit(unit: Unit, align: bool, size: int = OUTPUT_SIZE) -> UnitCrops:
     """Crop the faces of a sequence's rows (see the module docstring)."""
     result = UnitCrops()
     previous: np.ndarray | None = None
-    for image, path in _frames(unit):
+    for (image, path), given in zip(_frames(unit), unit.given):
         if image is None:
             result.counts["unreadable"] += 1
             result.add(None)
@@ -204,6 +207,12 @@ def process_unit(unit: Unit, align: bool, size: int = OUTPUT_SIZE) -> UnitCrops:
                 result.add(path.read_bytes())  # already a crop of the right size: keep the original bytes
             else:
                 result.add(encode(crop(image, centring(image, size), size)))
+            continue
+        if given is not None:
+            given.check_inside(image.shape[1], image.shape[0])
+            matrix = previous = aligning(given.points, size)
+            result.counts["given"] += 1
+            result.add(encode(crop(image, matrix, size)), transform(matrix, given.points), 1.0)
             continue
         face = detect(image)
         if face is not None:
