@@ -3,8 +3,8 @@
 Computing a run (compute_run, compute_outcome) never touches the store; writing it (start_run, record_outcome)
 does, so that another executor (aunce_bench.executors) can compute runs elsewhere while one process writes.
 
-Runs already done are skipped (unless redone, or their stored predictions are damaged). A run that raises is
-stored as failed with the exception's type and message and the plan goes on; only an interrupt stops it.
+Runs already done are skipped (unless redone, or their stored metrics or predictions are damaged). A run that
+raises is stored as failed with the exception's type and message and the plan goes on; only an interrupt stops it.
 A lock file per run id (beside the store) keeps two processes from executing the same run at once; the
 operating system releases it when its holder dies, even by kill -9. In a distributed run (torchrun), rank 0
 executes the plan and alone writes; the other ranks follow it run by run (see `follow`).
@@ -330,8 +330,8 @@ def follow(runs: list[RunSpec], device: torch.device, root: Path | None = None, 
 
 
 def _kept(store: ResultStore, run: RunSpec, redo: bool, keep_embeddings: bool = False) -> bool:
-    """Whether a run is done and stays so: not asked to redo, its stored predictions are intact and, when
-    embeddings are to be kept, its kept embeddings too."""
+    """Whether a run is done and stays so: not asked to redo, its stored metrics and predictions are intact and,
+    when embeddings are to be kept, its kept embeddings too."""
     return (store.status(run.run_id) == "done" and not redo and store.predictions_intact(run.run_id)
             and (not keep_embeddings or embeddings_intact(store, run.run_id)))
 

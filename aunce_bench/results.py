@@ -5,9 +5,11 @@
 `noise_rates` the realised label-noise rates. Predictions live in `<db stem>.predictions/<run_id>.parquet`
 beside the database. A run becomes "done" only in the transaction that stores its metrics, after its
 Parquet file is in place, so nothing half-written is ever marked complete; the file's sha256 is stored with
-the run and checked on every read. Several processes may share one store (WAL journal, 30 s busy timeout,
-one short transaction per call). NaN is stored as NULL and read back as None. A damaged, locked or
-unwritable database raises a one-line UserError naming it.
+the run and checked on every read. That transaction also records a digest of the run's stored numbers
+(`metrics_sha256`, see _metrics_digest), checked, with its mean F1 against its per-AU F1, on every read of a
+done run. Several processes may share one store (WAL journal, 30 s busy timeout, one short transaction per
+call). NaN is stored as NULL and read back as None. A damaged, locked or unwritable database raises a one-line
+UserError naming it.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import json
 import math
 import os
 import re
+import shlex
 import sqlite3
-import time
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +36,7 @@ import pyarrow.parquet as pq
 
 from aunce_bench.errors import UserError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATUSES = ("running", "done", "failed")
 METRIC_FIELDS = ("f1", "precision", "recall", "accuracy", "auc", "support", "positives")
 COUNT_FIELDS = ("support", "positives")
@@ -73,7 +76,8 @@ CREATE TABLE IF NOT EXISTS runs (
     provenance_json TEXT NOT NULL,
     started_at TEXT NOT NULL,
     finished_at TEXT,
-    predictions_sha256 TEXT
+    predictions_sha256 TEXT,
+    metrics_sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_order ON runs (protocol, method, noise, fold, seed, started_at);
 CREATE TABLE IF NOT EXISTS au_metrics (
@@ -98,9 +102,41 @@ CREATE TABLE IF NOT EXISTS noise_rates (
     PRIMARY KEY (run_id, au)
 );
 """ + _HISTORY_TABLE
-# Statements that bring a database of schema version N (the key) to N + 1; a new database gets _SCHEMA.
+# What a done run's digest covers (see _metrics_digest): which run it is, and its numbers.
+DIGESTED_RUN_FIELDS = ("run_id", "method", "protocol", "dataset", "budget", "fold", "seed", "noise", "mean_f1",
+                       "chance_f1", "predictions_sha256")
+
+
+def _metrics_digest(run: Mapping, metric_rows: list[Mapping], noise_rows: list[Mapping]) -> str:
+    """sha256 of a run's DIGESTED_RUN_FIELDS, all its au_metrics rows (every group) and noise_rates rows, as
+    stored (rows sorted by key; floats exactly, by repr)."""
+    content = [[run[name] for name in DIGESTED_RUN_FIELDS],
+               sorted([row["grp"], row["au"], *(row[name] for name in METRIC_FIELDS)] for row in metric_rows),
+               sorted([row["au"], *(row[name] for name in NOISE_FIELDS)] for row in noise_rows)]
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
+
+def _stored_digest(conn: sqlite3.Connection, run_id: str) -> str:
+    """_metrics_digest of the run as the database holds it now."""
+    run = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    metric_rows = conn.execute("SELECT * FROM au_metrics WHERE run_id = ?", (run_id,)).fetchall()
+    noise_rows = conn.execute("SELECT * FROM noise_rates WHERE run_id = ?", (run_id,)).fetchall()
+    return _metrics_digest(run, metric_rows, noise_rows)
+
+
+def _digest_done_runs(conn: sqlite3.Connection) -> None:
+    """Record the digest of each run done before digests were: what it holds at this upgrade is what later reads
+    are checked against (the upgrade cannot know whether it was intact before; its mean F1 is still checked
+    against its per-AU F1 on every read)."""
+    for (run_id,) in conn.execute("SELECT run_id FROM runs WHERE status = 'done'").fetchall():
+        conn.execute("UPDATE runs SET metrics_sha256 = ? WHERE run_id = ?", (_stored_digest(conn, run_id), run_id))
+
+
+# What brings a database of schema version N (the key) to N + 1, statements or functions of the connection; a
+# new database gets _SCHEMA.
 _MIGRATIONS = {1: ("ALTER TABLE runs ADD COLUMN predictions_sha256 TEXT",),  # NULL: stored before checksums
-               2: (_HISTORY_TABLE,)}  # runs stored before it have no history
+               2: (_HISTORY_TABLE,),  # runs stored before it have no history
+               3: ("ALTER TABLE runs ADD COLUMN metrics_sha256 TEXT", _digest_done_runs)}
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _UNWRITABLE = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR,
@@ -109,6 +145,11 @@ _UNWRITABLE = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_
 
 class DamagedPredictions(UserError):
     """A run's predictions file no longer matches what finish_run wrote, or is no Parquet file: redo the run."""
+
+
+class DamagedMetrics(UserError):
+    """A done run's stored numbers no longer match the digest recorded when it finished, or its mean F1 is not
+    the mean of its per-AU F1: redo the run."""
 
 
 def _database_problem(path: Path, error: sqlite3.DatabaseError) -> str | None:
@@ -229,7 +270,7 @@ class ResultStore:
                 else:
                     for step in range(version, SCHEMA_VERSION):
                         for statement in _MIGRATIONS[step]:
-                            conn.execute(statement)
+                            conn.execute(statement) if isinstance(statement, str) else statement(conn)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as error:
             self._conn.close()
@@ -388,6 +429,7 @@ class ResultStore:
                 (_real(mean_f1), _real(chance_f1), _real(wall_s), _dumps(provenance), _now(), predictions_sha256,
                  run_id),
             )
+            conn.execute("UPDATE runs SET metrics_sha256 = ? WHERE run_id = ?", (_stored_digest(conn, run_id), run_id))
 
     def _write_predictions(self, run_id: str, table: pa.Table) -> str:
         """Write the Parquet file atomically (a temporary file in the same folder, then os.replace); its sha256."""
@@ -433,9 +475,51 @@ class ResultStore:
                 (reason, _real(wall_s), _now(), run_id),
             )
 
+    def _read_checked(self, conn: sqlite3.Connection, where: str, params: dict
+                      ) -> tuple[list[sqlite3.Row], dict[str, list[sqlite3.Row]], dict[str, list[sqlite3.Row]]]:
+        """The runs rows matching `where` (in the order of `runs`), and their au_metrics and noise_rates rows by run
+        id (in stored order); every done run among them checked (see _check)."""
+        runs = conn.execute(
+            f"SELECT * FROM runs WHERE {where} ORDER BY protocol, method, noise, fold, seed, started_at, run_id", params
+        ).fetchall()
+        metric_rows, noise_rows = (
+            _by_run(conn.execute(f"SELECT * FROM {table} WHERE run_id IN (SELECT run_id FROM runs WHERE {where}) "
+                                 "ORDER BY rowid", params))
+            for table in ("au_metrics", "noise_rates"))
+        for run in runs:
+            if run["status"] == "done":
+                self._check(run, metric_rows.get(run["run_id"], []), noise_rows.get(run["run_id"], []))
+        return runs, metric_rows, noise_rows
+
+    def _check(self, run: sqlite3.Row, metric_rows: list[sqlite3.Row], noise_rows: list[sqlite3.Row]) -> None:
+        """Raise DamagedMetrics where a done run's rows no longer match the digest recorded when it finished, or its
+        mean F1 is not the mean of its per-AU F1 (group "all"), as metrics.mean_f1 defines it."""
+        if run["metrics_sha256"] is None:
+            raise self._damaged_metrics(run, "have no digest (written outside aunce-bench)")
+        if _metrics_digest(run, metric_rows, noise_rows) != run["metrics_sha256"]:
+            raise self._damaged_metrics(run, "differ from the digest recorded when it finished")
+        f1 = [row["f1"] for row in metric_rows if row["grp"] == "all"]
+        if run["mean_f1"] is not None and f1 and None not in f1:
+            mean = math.fsum(f1) / len(f1)
+            if not math.isclose(run["mean_f1"], mean, rel_tol=1e-9, abs_tol=1e-12):
+                raise self._damaged_metrics(run, f"hold mean F1 {run['mean_f1']!r}, not the mean {mean!r} of its "
+                                                 "per-AU F1")
+
+    def _damaged_metrics(self, run: sqlite3.Row, problem: str) -> DamagedMetrics:
+        spec = json.loads(run["spec_json"])
+        options = {"--method": run["method"], "--protocol": run["protocol"], "--budget": run["budget"],
+                   "--folds": run["fold"], "--seeds": run["seed"], "--noise": run["noise"],
+                   "--selection": spec.get("selection"), "--init": spec.get("method", {}).get("model", {}).get("init"),
+                   "--db": self.path}
+        command = ["aunce-bench", "run", *(str(part) for option, value in options.items() if value is not None
+                                           for part in (option, value)), "--redo"]
+        return DamagedMetrics(f"{self.path}: stored metrics of run {run['run_id']} ({_which(run)}) {problem} (damaged "
+                              f"or modified); redo it with: {shlex.join(command)}")
+
     @_one_line_errors
     def runs(self, *, method: str | None = None, protocol: str | None = None, status: str | None = None) -> list[dict]:
-        """One JSON-ready dict per run, ordered by protocol, method, noise, fold, seed, start time.
+        """One JSON-ready dict per run, ordered by protocol, method, noise, fold, seed, start time; a done run whose
+        stored numbers are damaged is a DamagedMetrics.
 
         Keys: run_id, method, protocol, dataset, budget, fold, seed, noise, status, mean_f1, per_au_f1 (AU ->
         F1 of group "all", in stored order), chance_f1, wall_s, error, groups (other group -> AU -> F1),
@@ -451,35 +535,15 @@ class ResultStore:
         )
         params = {"method": method, "protocol": protocol, "status": status}
         with self._transaction("BEGIN") as conn:
-            rows = conn.execute(
-                f"SELECT * FROM runs WHERE {where} ORDER BY protocol, method, noise, fold, seed, started_at, run_id",
-                params,
-            ).fetchall()
-            f1_rows = conn.execute(
-                f"SELECT run_id, grp, au, f1 FROM au_metrics WHERE run_id IN (SELECT run_id FROM runs WHERE {where}) "
-                "ORDER BY rowid",
-                params,
-            ).fetchall()
-            noise_rows = conn.execute(
-                f"SELECT * FROM noise_rates WHERE run_id IN (SELECT run_id FROM runs WHERE {where}) ORDER BY rowid",
-                params,
-            ).fetchall()
-            history_rows = conn.execute(
-                f"SELECT * FROM history WHERE run_id IN (SELECT run_id FROM runs WHERE {where}) ORDER BY rowid",
-                params,
-            ).fetchall()
-        f1: dict[str, dict[str, dict[str, float | None]]] = {}
-        for row in f1_rows:
-            f1.setdefault(row["run_id"], {}).setdefault(row["grp"], {})[row["au"]] = row["f1"]
-        noise: dict[str, dict[str, dict[str, float | None]]] = {}
-        for row in noise_rows:
-            noise.setdefault(row["run_id"], {})[row["au"]] = {name: row[name] for name in NOISE_FIELDS}
-        history: dict[str, list[dict]] = {}
-        for row in history_rows:
-            history.setdefault(row["run_id"], []).append({name: row[name] for name in HISTORY_FIELDS})
+            rows, metric_rows, noise_rows = self._read_checked(conn, where, params)
+            history = _by_run(conn.execute(
+                f"SELECT * FROM history WHERE run_id IN (SELECT run_id FROM runs WHERE {where}) ORDER BY rowid", params
+            ))
         result = []
         for row in rows:
-            groups = f1.get(row["run_id"], {})
+            groups: dict[str, dict[str, float | None]] = {}
+            for metric in metric_rows.get(row["run_id"], []):
+                groups.setdefault(metric["grp"], {})[metric["au"]] = metric["f1"]
             spec = json.loads(row["spec_json"])
             result.append(
                 {
@@ -498,8 +562,10 @@ class ResultStore:
                     "wall_s": row["wall_s"],
                     "error": row["error"],
                     "groups": {group: per_au for group, per_au in groups.items() if group != "all"},
-                    "noise_rates": noise.get(row["run_id"], {}),
-                    "history": history.get(row["run_id"], []),
+                    "noise_rates": {noise["au"]: {name: noise[name] for name in NOISE_FIELDS}
+                                    for noise in noise_rows.get(row["run_id"], [])},
+                    "history": [{name: entry[name] for name in HISTORY_FIELDS}
+                                for entry in history.get(row["run_id"], [])],
                     "init": spec.get("method", {}).get("model", {}).get("init") or "scratch",
                     "init_hash": spec.get("init_hash"),
                     "selection": spec.get("selection"),
@@ -511,23 +577,25 @@ class ResultStore:
 
     @_one_line_errors
     def au_metrics(self, run_id: str, group: str = "all") -> dict[str, dict[str, float | None]]:
-        """AU -> {f1, precision, recall, accuracy, auc, support, positives} of one group (None where NaN)."""
-        rows = self._conn.execute(
-            f"SELECT au, {', '.join(METRIC_FIELDS)} FROM au_metrics WHERE run_id = ? AND grp = ? ORDER BY rowid",
-            (run_id, group),
-        ).fetchall()
-        return {row["au"]: {name: row[name] for name in METRIC_FIELDS} for row in rows}
+        """AU -> {f1, precision, recall, accuracy, auc, support, positives} of one group (None where NaN); a done run
+        whose stored numbers are damaged is a DamagedMetrics."""
+        with self._transaction("BEGIN") as conn:
+            _, metric_rows, _ = self._read_checked(conn, "run_id = :run_id", {"run_id": run_id})
+        return {row["au"]: {name: row[name] for name in METRIC_FIELDS}
+                for row in metric_rows.get(run_id, []) if row["grp"] == group}
 
     @_one_line_errors
     def positive_rates(self) -> dict[str, dict[str, float | None]]:
-        """run_id -> AU -> share of the valid test frames where the AU is present (group "all")."""
-        rows = self._conn.execute(
-            "SELECT run_id, au, support, positives FROM au_metrics WHERE grp = 'all' ORDER BY rowid"
-        ).fetchall()
+        """run_id -> AU -> share of the valid test frames where the AU is present (group "all"); a done run whose
+        stored numbers are damaged is a DamagedMetrics."""
+        with self._transaction("BEGIN") as conn:
+            _, metric_rows, _ = self._read_checked(conn, "1", {})
         rates: dict[str, dict[str, float | None]] = {}
-        for row in rows:
-            support = row["support"]
-            rates.setdefault(row["run_id"], {})[row["au"]] = row["positives"] / support if support else None
+        for run_id, rows in metric_rows.items():
+            for row in rows:
+                if row["grp"] == "all":
+                    support = row["support"]
+                    rates.setdefault(run_id, {})[row["au"]] = row["positives"] / support if support else None
         return rates
 
     @_one_line_errors
@@ -535,14 +603,13 @@ class ResultStore:
         """The run's per-frame predictions as stored by finish_run: every column, or only `columns` (names it lacks are skipped).
 
         Raises FileNotFoundError where the file is missing, DamagedPredictions where it no longer matches the
-        sha256 stored with the run or does not read as Parquet.
+        sha256 stored with the run or does not read as Parquet, DamagedMetrics where the run's stored numbers (that
+        sha256 among them) are damaged.
         """
         path = self.prediction_path(run_id)
-        run = self._conn.execute(
-            "SELECT run_id, method, protocol, budget, fold, seed, noise, status, predictions_sha256 FROM runs "
-            "WHERE run_id = ?",
-            (run_id,),
-        ).fetchone()
+        with self._transaction("BEGIN") as conn:
+            runs, _, _ = self._read_checked(conn, "run_id = :run_id", {"run_id": run_id})
+        run = runs[0] if runs else None
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -560,19 +627,31 @@ class ResultStore:
             raise self._damaged(run_id, run, "not readable as Parquet") from error
 
     def _damaged(self, run_id: str, run: sqlite3.Row | None, reason: str) -> DamagedPredictions:
-        which = (f"run {run_id}" if run is None else
-                 f"run {run_id}: method {run['method']}, protocol {run['protocol']}, budget {run['budget']}, "
-                 f"fold {run['fold']}, seed {run['seed']}, noise {run['noise']}")
+        which = f"run {run_id}" if run is None else f"run {run_id}: {_which(run)}"
         return DamagedPredictions(f"{self.prediction_path(run_id)}: predictions damaged ({reason}); run its "
                                   f"'aunce-bench run' command again, which redoes it ({which})")
 
     def predictions_intact(self, run_id: str) -> bool:
-        """Whether the run is done and its predictions file is there and matches its sha256 (for a run stored
-        before checksums: reads as Parquet)."""
+        """Whether the run is done, its stored numbers match their digest, and its predictions file is there and
+        matches its sha256 (for a run stored before checksums: reads as Parquet)."""
         if self.status(run_id) != "done":
             return False
         try:
             self.predictions(run_id)
-        except (FileNotFoundError, DamagedPredictions):
+        except (FileNotFoundError, DamagedPredictions, DamagedMetrics):
             return False
         return True
+
+
+def _by_run(rows: Iterator[sqlite3.Row]) -> dict[str, list[sqlite3.Row]]:
+    """Rows grouped by their run_id, in order."""
+    grouped: dict[str, list[sqlite3.Row]] = {}
+    for row in rows:
+        grouped.setdefault(row["run_id"], []).append(row)
+    return grouped
+
+
+def _which(run: Mapping) -> str:
+    """What a run is, for messages: method, protocol, budget, fold, seed and noise."""
+    return (f"method {run['method']}, protocol {run['protocol']}, budget {run['budget']}, fold {run['fold']}, "
+            f"seed {run['seed']}, noise {run['noise']}")

@@ -30,16 +30,29 @@ def start(store, run_id, *, method="aunce", fold=1, seed=0, noise="none", protoc
     )
 
 
+def mean_f1(f1):
+    """The mean F1 of a run that `finish` stores with AU12's F1 `f1`."""
+    return (f1 + 0.25 + 0.125) / 3
+
+
 def finish(store, run_id, f1=0.5, history=None):
     store.finish_run(
         run_id,
         metrics={"all": {"AU12": metric(f1), "AU1": metric(0.25, auc=NAN), "AU4": metric(0.125)},
                  "pose:yaw+20_pitch+0": {"AU12": metric(0.4), "AU1": metric(NAN)}},
-        mean_f1=f1, chance_f1=0.3, wall_s=12.5,
+        mean_f1=mean_f1(f1), chance_f1=0.3, wall_s=12.5,
         predictions={"key": np.array(["s1/a/0", "s1/a/1", "s2/b/0"]), "prob": np.arange(9.0).reshape(3, 3) / 9},
         noise_rates={"AU12": {"rho_10": 0.2, "rho_01": 0.1, "n_flipped": 7}},
         provenance_update={"images_per_s": 123.0}, history=history,
     )
+
+
+def stored_before_checksums(store, run_id):
+    """Make a done run look stored before predictions had checksums, then upgraded (its digest recorded then)."""
+    with store._transaction() as conn:
+        conn.execute("UPDATE runs SET predictions_sha256 = NULL WHERE run_id = ?", (run_id,))
+        conn.execute("UPDATE runs SET metrics_sha256 = ? WHERE run_id = ?", (results._stored_digest(conn, run_id),
+                                                                               run_id))
 
 
 def metric_rows(path, run_id):
@@ -59,7 +72,7 @@ def test_round_trip(tmp_path):
         [run] = store.runs()
         assert run == {
             "run_id": "r1", "method": "aunce", "protocol": "bp4d-3fold", "dataset": "synth-bp4d", "budget": "quick",
-            "fold": 1, "seed": 0, "noise": "none", "status": "done", "mean_f1": 0.5,
+            "fold": 1, "seed": 0, "noise": "none", "status": "done", "mean_f1": mean_f1(0.5),
             "per_au_f1": {"AU12": 0.5, "AU1": 0.25, "AU4": 0.125}, "chance_f1": 0.3, "wall_s": 12.5, "error": None,
             "groups": {"pose:yaw+20_pitch+0": {"AU12": 0.4, "AU1": None}},
             "noise_rates": {"AU12": {"rho_10": 0.2, "rho_01": 0.1, "n_flipped": 7}}, "history": history,
@@ -177,7 +190,7 @@ def test_two_processes_write_concurrently(tmp_path):
     with ResultStore(db) as store:
         runs = store.runs(status="done")
         assert sorted(run["run_id"] for run in runs) == [f"{p}{i}" for p in "pq" for i in range(5)]
-        assert all(math.isclose(run["mean_f1"], int(run["run_id"][1]) / 10) for run in runs)
+        assert all(math.isclose(run["mean_f1"], mean_f1(int(run["run_id"][1]) / 10)) for run in runs)
         assert store.predictions("q4").num_rows == 3
 
 
@@ -225,8 +238,7 @@ def test_truncated_predictions_are_damaged(tmp_path):
             finish(store, run_id)
             path = tmp_path / "r.predictions" / f"{run_id}.parquet"
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-        with store._transaction() as conn:  # stored before checksums: only Parquet itself can tell
-            conn.execute("UPDATE runs SET predictions_sha256 = NULL WHERE run_id = 'old'")
+        stored_before_checksums(store, "old")  # only Parquet itself can tell
         with pytest.raises(DamagedPredictions, match=r"r1\.parquet: predictions damaged \(sha256 mismatch\)"):
             store.predictions("r1")
         with pytest.raises(DamagedPredictions) as error:
@@ -241,8 +253,7 @@ def test_predictions_intact_only_for_done_runs_with_their_file(tmp_path):
             start(store, run_id, seed=len(run_id))
         for run_id in ("done", "unchecked", "lost"):
             finish(store, run_id)
-        with store._transaction() as conn:
-            conn.execute("UPDATE runs SET predictions_sha256 = NULL WHERE run_id = 'unchecked'")
+        stored_before_checksums(store, "unchecked")
         (tmp_path / "r.predictions" / "lost.parquet").unlink()
         assert [store.predictions_intact(run_id) for run_id in ("done", "unchecked", "lost", "running", "nope")] == [
             True, True, False, False, False]
@@ -261,7 +272,7 @@ def test_redo_replaces_a_done_run(tmp_path):
         assert not (tmp_path / "r.predictions" / "r1.parquet").exists()
         finish(store, "r1", f1=0.75)
         [run] = store.runs()
-        assert (run["status"], run["mean_f1"], run["per_au_f1"]["AU12"]) == ("done", 0.75, 0.75)
+        assert (run["status"], run["mean_f1"], run["per_au_f1"]["AU12"]) == ("done", mean_f1(0.75), 0.75)
         assert store.predictions_intact("r1")
 
 
@@ -272,10 +283,11 @@ def test_schema_version_1_is_upgraded_and_its_runs_stay_readable(tmp_path):
         finish(store, "r1")
     with sqlite3.connect(db) as conn:  # as aunce-bench wrote it before checksums
         conn.execute("ALTER TABLE runs DROP COLUMN predictions_sha256")
+        conn.execute("ALTER TABLE runs DROP COLUMN metrics_sha256")
         conn.execute("DROP TABLE history")
         conn.execute("PRAGMA user_version = 1")
     with ResultStore(db) as store:
-        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == results.SCHEMA_VERSION
         assert store._conn.execute("SELECT predictions_sha256 FROM runs").fetchone()[0] is None
         assert store.predictions_intact("r1") and store.predictions("r1").num_rows == 3
         assert store.runs()[0]["history"] == []  # stored before histories were
