@@ -381,6 +381,7 @@ def _execute(runs, store, device, data_root, redo=False, keep_embeddings=False, 
                       f"({o.run.run_id}){f1}", markup=False)
         tracked(o)
 
+    store.check_ready()  # before any training, also where every run would be skipped
     with RichProgress(console, total_runs=len(runs)) as progress:
         if on_ray is not None:
             return execute_on_ray(runs, store, device, progress, on_ray, on_skip=skipped, on_finish=finished,

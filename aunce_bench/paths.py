@@ -20,17 +20,22 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("AUNCE_BENCH_CACHE", Path.home() / ".cache" / "aunce_bench"))
 
 
-def check_writable(folder: Path) -> None:
-    """Fail early, with one line, when `folder` cannot be created or written.
+def probe_write(folder: Path) -> None:
+    """Create `folder` where missing and a file in it, removed at once; OSError where either fails.
 
     The probe file gets a unique name, so processes checking the same folder at once never remove each other's.
     """
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder, prefix=".write-test-"):
+        pass
+
+
+def check_writable(folder: Path) -> None:
+    """Fail early, with one line, when `folder` cannot be created or written."""
     if folder.exists() and not folder.is_dir():
         raise UserError(f"cannot write to {folder}: it is a file, not a folder; choose a writable output folder")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
+        probe_write(folder)
     except OSError as error:
         raise UserError(f"cannot write to {folder}: {error.strerror or error}; choose a writable output folder")
 

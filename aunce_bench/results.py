@@ -8,8 +8,10 @@ Parquet file is in place, so nothing half-written is ever marked complete; the f
 the run and checked on every read. That transaction also records a digest of the run's stored numbers
 (`metrics_sha256`, see _metrics_digest), checked, with its mean F1 against its per-AU F1, on every read of a
 done run. Several processes may share one store (WAL journal, 30 s busy timeout, one short transaction per
-call). NaN is stored as NULL and read back as None. A damaged, locked or unwritable database raises a one-line
-UserError naming it.
+call); opening writes nothing unless the schema needs creating or upgrading. A database SQLite cannot write
+(a read-only folder) opens read-only. NaN is stored as NULL and read back as None. A damaged, locked or
+unwritable database raises a one-line UserError naming it; `check_ready` finds such problems before a plan
+trains.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aunce_bench.errors import UserError
+from aunce_bench.paths import probe_write
 
 SCHEMA_VERSION = 4
 STATUSES = ("running", "done", "failed")
@@ -152,21 +155,34 @@ class DamagedMetrics(UserError):
     the mean of its per-AU F1: redo the run."""
 
 
+def _code(error: sqlite3.DatabaseError) -> int:
+    """The primary result code of an SQLite error (0 where it has none)."""
+    return (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
+
+
+def _damaged_database(path: Path, detail: str) -> str:
+    return (f"{path}: results database damaged ({detail}); restore it from a copy or pass another --db "
+            "(the runs' predictions beside it are intact)")
+
+
+def _unwritable_database(path: Path, detail: str) -> str:
+    return (f"{path}: cannot write the results database ({detail}); pass a --db in a writable folder "
+            "(SQLite also writes -wal and -shm files there)")
+
+
 def _database_problem(path: Path, error: sqlite3.DatabaseError) -> str | None:
     """One line on what `error` says about the database at `path` and what to do; None for errors that are
     not the database's (a bug in a query, a constraint)."""
-    code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF  # the primary result code
+    code = _code(error)
     if code == sqlite3.SQLITE_NOTADB:
         return f"{path}: not a results database ({error}); pass another --db"
     if code == sqlite3.SQLITE_CORRUPT:
-        return (f"{path}: results database damaged ({error}); restore it from a copy or pass another --db "
-                "(the runs' predictions beside it are intact)")
+        return _damaged_database(path, str(error))
     if code in _BUSY:
         return (f"{path}: results database stayed locked for {BUSY_TIMEOUT_S:g} s ({error}); run fewer "
                 "processes that write to one --db at a time")
     if code in _UNWRITABLE:
-        return (f"{path}: cannot write the results database ({error}); pass a --db in a writable folder "
-                "(SQLite also writes -wal and -shm files there)")
+        return _unwritable_database(path, str(error))
     return None
 
 
@@ -250,19 +266,31 @@ class ResultStore:
         except OSError as error:
             raise UserError(f"{self.path}: cannot create its folder ({error.strerror}); pass a --db in a writable "
                             "folder") from error
-        self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
+        self.read_only = False  # opened read-only: SQLite cannot write the database (see _open_read_only)
         try:
-            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self._open()
+        except sqlite3.DatabaseError as error:
+            if _code(error) not in _UNWRITABLE or not self.path.is_file():
+                problem = _database_problem(self.path, error)
+                raise UserError(problem or f"{self.path}: not a usable results database ({error}); pass another --db"
+                                ) from error
+            self._open_read_only(error)
+
+    def _connect(self, target: str | Path, uri: bool = False) -> None:
+        self._conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None, uri=uri)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+
+    def _open(self) -> None:
+        """Connect read-write in WAL mode; create or upgrade the schema where the database needs it."""
+        self._connect(self.path)
+        try:
             self._enable_wal()
             self._conn.execute("PRAGMA foreign_keys = ON")
+            if self._schema_version() == SCHEMA_VERSION:
+                return
             with self._transaction() as conn:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise UserError(
-                        f"{self.path}: results database has schema version {version}, this aunce-bench "
-                        f"reads up to {SCHEMA_VERSION}; upgrade aunce-bench or pass another --db"
-                    )
+                version = self._schema_version()  # again under the write lock: another process may have upgraded
                 if version == 0:
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
@@ -272,13 +300,44 @@ class ResultStore:
                         for statement in _MIGRATIONS[step]:
                             conn.execute(statement) if isinstance(statement, str) else statement(conn)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as error:
-            self._conn.close()
-            raise UserError(_database_problem(self.path, error)
-                            or f"{self.path}: not a usable results database ({error}); pass another --db") from error
         except BaseException:
             self._conn.close()
             raise
+
+    def _open_read_only(self, unwritable: sqlite3.DatabaseError) -> None:
+        """Connect read-only to a database SQLite cannot write (`unwritable` says why), so that it can still be
+        read: mode=ro, else, where its folder cannot hold the -shm file SQLite needs, immutable=1, unless a
+        write-ahead log waits beside it (immutable would ignore it). It must have this schema version."""
+        wal = Path(f"{self.path}-wal")
+        modes = ["mode=ro"] + ([] if wal.is_file() and wal.stat().st_size else ["immutable=1"])
+        for mode in modes:
+            try:
+                self._connect(f"{self.path.absolute().as_uri()}?{mode}", uri=True)
+                version = self._schema_version()
+            except sqlite3.DatabaseError as error:
+                self._conn.close()
+                if _code(error) in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):  # no -shm file, none made
+                    continue
+                raise
+            except BaseException:
+                self._conn.close()
+                raise
+            self.read_only = True
+            if version != SCHEMA_VERSION:
+                self._conn.close()
+                raise UserError(f"{self.path}: results database has schema version {version}, and upgrading it to "
+                                f"{SCHEMA_VERSION} needs a writable folder; copy it with {self.predictions_dir.name} "
+                                "to a writable folder and pass that --db")
+            return
+        raise UserError(_unwritable_database(self.path, str(unwritable)))
+
+    def _schema_version(self) -> int:
+        """The database's schema version; a newer one than this aunce-bench reads is a one-line UserError."""
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise UserError(f"{self.path}: results database has schema version {version}, this aunce-bench reads up "
+                            f"to {SCHEMA_VERSION}; upgrade aunce-bench or pass another --db")
+        return version
 
     def _enable_wal(self) -> None:
         """Switch to WAL; SQLite answers "locked" at once (no busy wait) while another process switches."""
@@ -312,6 +371,34 @@ class ResultStore:
                 self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+    @_one_line_errors
+    def check_ready(self) -> None:
+        """What a plan needs of the store before it trains, else a one-line UserError: the database passes
+        quick_check, has this schema version and can be written (file and folder), and the predictions folder
+        can be written. Writes nothing to the database."""
+        if self.read_only:
+            raise UserError(_unwritable_database(self.path, "opened read-only: SQLite cannot write beside it"))
+        problem = self._conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if problem != "ok":
+            raise UserError(_damaged_database(self.path, f"quick_check: {' '.join(problem.split())}"))
+        if (version := self._schema_version()) != SCHEMA_VERSION:
+            raise UserError(f"{self.path}: results database has schema version {version}, this aunce-bench writes "
+                            f"{SCHEMA_VERSION}; pass another --db")
+        try:
+            probe_write(self.path.parent)
+        except OSError as error:
+            raise UserError(_unwritable_database(self.path, error.strerror or str(error))) from error
+        if not os.access(self.path, os.W_OK):  # not opened: closing a file SQLite has open drops its locks on it
+            raise UserError(_unwritable_database(self.path, "the file is read-only"))
+        try:
+            probe_write(self.predictions_dir)
+        except OSError as error:
+            raise self._unwritable_predictions(error) from error
+
+    def _unwritable_predictions(self, error: OSError) -> UserError:
+        return UserError(f"{self.predictions_dir}: cannot write run predictions there ({error.strerror or error}); "
+                         "make the folder writable, or pass a --db in a writable folder")
 
     def prediction_path(self, run_id: str) -> Path:
         """Where the run's per-frame test predictions are (Parquet; exists once the run is done)."""
@@ -371,7 +458,10 @@ class ResultStore:
                     _now(),
                 ),
             )
-            self.prediction_path(run_id).unlink(missing_ok=True)
+            try:
+                self.prediction_path(run_id).unlink(missing_ok=True)
+            except OSError as error:
+                raise self._unwritable_predictions(error) from error
 
     @_one_line_errors
     def finish_run(
@@ -433,8 +523,11 @@ class ResultStore:
 
     def _write_predictions(self, run_id: str, table: pa.Table) -> str:
         """Write the Parquet file atomically (a temporary file in the same folder, then os.replace); its sha256."""
-        self.predictions_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.predictions_dir, prefix=f".{run_id}.", suffix=".tmp")
+        try:
+            self.predictions_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.predictions_dir, prefix=f".{run_id}.", suffix=".tmp")
+        except OSError as error:
+            raise self._unwritable_predictions(error) from error
         os.close(fd)
         try:
             pq.write_table(table, tmp)
