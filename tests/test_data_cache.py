@@ -27,6 +27,7 @@ from aunce_bench.paths import WORK_KINDS, check_writable, work_folder
 from aunce_bench.protocols import fold_plans
 from aunce_bench.specs import BUILTIN, load_protocol, validation_message
 from rawdata import noise_image, write_image
+from test_store_integrity import as_user
 
 runner = CliRunner()
 TINY = dict(subjects=3, sequences_per_subject=1, frames_per_sequence=20, frame_stride=10, image_size=32)
@@ -142,17 +143,59 @@ def test_force_refuses_a_folder_that_is_not_a_frame_index(tmp_path):
     assert (out / "notes.txt").read_text() == "keep me"
 
 
-def test_a_frame_index_written_before_hashes_were_recorded_loads_unverified(cold_cache):
-    _, folder, _ = load_or_generate(SynthConfig(**TINY), workers=1)
+def strip_hashes(folder: Path) -> dict:
+    """Make the marker of `folder` as aunce-bench wrote it before content hashes were recorded; that marker."""
     marker = json.loads((folder / MARKER_FILE).read_text())
     for key in ("files", "rebuild", "sha256"):
         del marker[key]
     (folder / MARKER_FILE).write_text(json.dumps(marker))
+    return marker
+
+
+def test_a_frame_index_written_before_hashes_were_recorded_gets_them_on_first_load(cold_cache):
+    _, folder, _ = load_or_generate(SynthConfig(**TINY), workers=1)
+    recorded = json.loads((folder / MARKER_FILE).read_text())
+    old = strip_hashes(folder)
+    (folder / MARKER_FILE).chmod(0o640)
     assert load_or_generate(SynthConfig(**TINY), workers=1)[2]
-    truncate_arrow(folder)  # still a one-line error when its Arrow file cannot be read
-    with pytest.raises(UserError, match=rf"^{folder}/frames: unreadable frames \(.*\); rebuild it with: "
-                                        r"aunce-bench synth .* --force$"):
+    marker = json.loads((folder / MARKER_FILE).read_text())
+    assert marker == recorded and {key: marker[key] for key in old} == old
+    assert stat.S_IMODE((folder / MARKER_FILE).stat().st_mode) == 0o640
+    assert sorted(entry.name for entry in folder.parent.iterdir()) == [folder.name, f"{folder.name}.lock"]
+    flip_labels(folder)  # from now on checked like any other
+    with pytest.raises(UserError, match=rf"^{folder}/frames/{ARROW_FILE}: content differs from the sha256 recorded"):
         load_or_generate(SynthConfig(**TINY), workers=1)
+
+
+def test_an_unreadable_frame_index_without_hashes_fails_with_one_line_and_gets_none(cold_cache):
+    _, folder, _ = load_or_generate(SynthConfig(**TINY), workers=1)
+    strip_hashes(folder)
+    truncate_arrow(folder)
+    for _ in range(2):
+        with pytest.raises(UserError, match=rf"^{folder}/frames: unreadable frames \(.*\); rebuild it with: "
+                                            r"aunce-bench synth .* --force$"):
+            load_or_generate(SynthConfig(**TINY), workers=1)
+    assert "files" not in json.loads((folder / MARKER_FILE).read_text())
+
+
+def test_a_frame_index_without_hashes_in_a_read_only_folder_is_refused_with_the_rebuild_command(cold_cache):
+    _, folder, _ = load_or_generate(SynthConfig(**TINY), workers=1)
+    strip_hashes(folder)
+    command = as_user([sys.executable, "-m", "aunce_bench.cli", "synth", *TINY_OPTIONS])
+    for path in (folder, folder.parent):
+        path.chmod(0o555)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                                env=os.environ | {"OMP_NUM_THREADS": "1", "AUNCE_BENCH_CACHE": str(cold_cache)})
+    finally:
+        for path in (folder, folder.parent):
+            path.chmod(0o755)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"error: {folder}: written before content hashes were recorded, and they cannot be "
+                             f"recorded now (Permission denied); make it and {folder.parent} writable, or rebuild it "
+                             "with: aunce-bench synth --profile bp4d --subjects 3 --sequences 1 --frames 20 --size 32 "
+                             "--force\n")
+    assert "files" not in json.loads((folder / MARKER_FILE).read_text())
 
 
 def prepared_csv(tmp_path: Path) -> Path:

@@ -9,7 +9,9 @@ true landmarks, NaN where not detected). Indexes written before landmarks were s
 
 On disk a FrameIndex is a `save_to_disk` folder plus `frame_index.json`, written last: a folder without it was
 interrupted and is never loaded as complete. The marker records the sha256 of every file under `frames/`,
-checked on each load, and the command that writes the folder again. Prepared datasets also keep their alignment
+checked on each load, and the command that writes the folder again. A folder written before hashes were
+recorded gets them on its first load (what it holds then is what later loads are checked against), or is
+refused where they cannot be recorded: no folder is used unchecked. Prepared datasets also keep their alignment
 gallery in the folder (`EXTRA_FILES`). Writers hold a lock beside the folder (`<folder>.lock`) and never delete
 a complete folder in place: a replaced one is renamed aside first, so a reader that opened its files keeps them.
 Writers build the table row by row (`arrow_table`), so no list of all images is ever held in memory.
@@ -136,28 +138,67 @@ class FrameIndex:
 
     @classmethod
     def load(cls, path: Path, rebuild: str | None = None) -> "FrameIndex":
-        """Load a complete FrameIndex after checking its files against the sha256 recorded when it was saved
-        (folders written before hashes were recorded load unchecked). A damaged folder is a one-line UserError
-        naming the file and how to rebuild it: the command recorded in the marker, else `rebuild`."""
+        """Load a complete FrameIndex after checking its files against the sha256 recorded when it was saved; a
+        folder written before hashes were recorded gets them now (see _record_hashes). A damaged folder is a
+        one-line UserError naming the file and how to rebuild it: the command recorded in the marker, else
+        `rebuild`."""
         path = Path(path)
         marker_path = path / MARKER_FILE
         if not marker_path.is_file():
             raise UserError(f"{path}: not a complete frame index (no {MARKER_FILE}); generate or prepare it again")
         marker = read_marker(path, rebuild)
+        if "files" not in marker:
+            return _record_hashes(path, rebuild)
         how = _how_to_rebuild(path, marker.get("rebuild") or rebuild)
-        for name, expected in marker.get("files", {}).items():
+        for name, expected in marker["files"].items():
             if not (path / name).is_file():
                 raise UserError(f"{path / name}: missing from the frame index; {how}")
             if _sha256(path / name) != expected:
                 raise UserError(f"{path / name}: content differs from the sha256 recorded when it was written "
                                 f"(damaged or modified); {how}")
-        try:
-            frames = datasets.load_from_disk(str(path / FRAMES_FOLDER))
-        except (OSError, ValueError) as error:  # only reached by folders without recorded hashes
-            raise UserError(f"{path / FRAMES_FOLDER}: unreadable frames ({_one_line(error)}); {how}")
-        if len(frames) != marker["rows"]:
-            raise UserError(f"{path / FRAMES_FOLDER}: {len(frames)} rows, its marker says {marker['rows']}; {how}")
-        return cls(frames, tuple(marker["aus"]), tuple(marker["intensity_aus"]), marker["name"], marker["metadata"])
+        return cls(_frames(path, marker, how), tuple(marker["aus"]), tuple(marker["intensity_aus"]), marker["name"],
+                   marker["metadata"])
+
+
+def _frames(path: Path, marker: dict, how: str) -> datasets.Dataset:
+    """The frames table of the FrameIndex folder `path`, with as many rows as its marker says."""
+    try:
+        frames = datasets.load_from_disk(str(path / FRAMES_FOLDER))
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path / FRAMES_FOLDER}: unreadable frames ({_one_line(error)}); {how}")
+    if len(frames) != marker["rows"]:
+        raise UserError(f"{path / FRAMES_FOLDER}: {len(frames)} rows, its marker says {marker['rows']}; {how}")
+    return frames
+
+
+def _record_hashes(path: Path, rebuild: str | None) -> FrameIndex:
+    """Load a FrameIndex folder written before content hashes were recorded, and record them in its marker (with
+    `rebuild`, where known), atomically under `writer_lock(path)`: from now on its files are checked like any
+    other's. Its frames must load first. Where the marker cannot be written (a read-only folder), a one-line
+    UserError says how to rebuild it."""
+    how = _how_to_rebuild(path, rebuild)
+    try:
+        with writer_lock(path):
+            marker = read_marker(path, rebuild)  # again under the lock: another process may have recorded them
+            if "files" in marker:
+                return FrameIndex.load(path, rebuild)
+            files = _file_hashes(path)
+            frames = _frames(path, marker, how)
+            marker = {**marker, "files": files, **({"rebuild": rebuild} if rebuild else {})}
+            marker["sha256"] = _marker_digest(marker)
+            fd, staged = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{MARKER_FILE}-")
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(json.dumps(marker, indent=2, sort_keys=True))
+                shutil.copymode(path / MARKER_FILE, staged)  # as readable as the marker it replaces
+                os.replace(staged, path / MARKER_FILE)
+            finally:
+                Path(staged).unlink(missing_ok=True)
+    except OSError as error:
+        raise UserError(f"{path}: written before content hashes were recorded, and they cannot be recorded now "
+                        f"({error.strerror or _one_line(error)}); make it and {path.parent} writable, or {how}"
+                        ) from error
+    return FrameIndex(frames, tuple(marker["aus"]), tuple(marker["intensity_aus"]), marker["name"], marker["metadata"])
 
 
 @contextmanager
