@@ -10,6 +10,7 @@ import os
 import re
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -75,6 +76,7 @@ def synth(
                                                         "folder (a damaged cache)")] = False,
 ) -> None:
     """Generate a SynthAU dataset (a FrameIndex on disk) and optionally a gallery PNG."""
+    from aunce_bench.console import progress_for
     from aunce_bench.data.synth.generate import SynthConfig, load_or_generate
     from aunce_bench.paths import check_writable
 
@@ -90,11 +92,9 @@ def synth(
             check_writable(gallery.parent)
         if not gallery_only:
             started = time.perf_counter()
-            with Progress(TextColumn("rendering subjects"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console, transient=True) as bar:
-                task = bar.add_task("subjects", total=config.subjects)
+            with progress_for(console, total_runs=None) as progress:
                 index, folder, reused = load_or_generate(
-                    config, out, workers, progress=lambda done, total: bar.update(task, completed=done), force=force)
+                    config, out, workers, progress=partial(progress.count, "rendering subjects"), force=force)
             _print_summary(index, folder, reused, time.perf_counter() - started)
         if gallery is not None:
             from aunce_bench.data.synth.gallery import write_gallery
@@ -117,6 +117,20 @@ def _print_summary(index, folder: Path, reused: bool, seconds: float) -> None:
     else:
         console.print(f"wrote {len(index)} frames of {subjects} subjects to {folder} "
                       f"in {seconds:.1f} s ({len(index) / seconds:.0f} faces/s)")
+
+
+def _chosen_budget(quick: bool, budget: str | None) -> str | None:
+    """The budget `--quick` / `--budget` name (None: the protocol's default); both at once, or an unknown name,
+    is refused."""
+    from aunce_bench.specs import BUDGETS
+
+    if quick and budget is not None:
+        raise UserError(f"--quick and --budget {budget} both choose a budget; pass one of them "
+                        "(--quick is --budget quick)")
+    budget = "quick" if quick else budget
+    if budget is not None and budget not in BUDGETS:
+        raise UserError(f"invalid --budget: '{budget}'; choose one of: {', '.join(BUDGETS)}")
+    return budget
 
 
 def _int_list(text: str | None, option: str) -> list[int] | None:
@@ -232,18 +246,15 @@ def run(
              "path; the steps then do not cost what the configured batch costs)")] = None,
 ) -> None:
     """Run a method on a protocol, fold by fold and seed by seed, and store the results."""
-    from functools import partial
 
     from aunce_bench.console import print_run_summary
     from aunce_bench.protocols import parse_noise, plan_runs
     from aunce_bench.results import ResultStore
     from aunce_bench.smoke import check_smoke, smoke
-    from aunce_bench.specs import BUDGETS, load_method, load_protocol
+    from aunce_bench.specs import load_method, load_protocol
 
     with _user_errors():
-        budget = "quick" if quick else budget
-        if budget is not None and budget not in BUDGETS:
-            raise UserError(f"invalid --budget: '{budget}'; choose one of: {', '.join(BUDGETS)}")
+        budget = _chosen_budget(quick, budget)
         _check_selection(selection)
         trackers, track_dir = _tracking(track, track_dir)
         check_smoke(max_steps, smoke_batch_size, {f"--executor {executor}": executor != "local",
@@ -359,7 +370,7 @@ def _execute(runs, store, device, data_root, redo=False, keep_embeddings=False, 
     """Run what is not done yet, with progress bars, here or (`on_ray`: RayOptions) as Ray tasks, which are said one
     line each as they finish; skipped runs are said so. Each run executed is logged, as stored, to `trackers` (with
     `track_dir`), whose warnings are said one line each."""
-    from aunce_bench.console import RichProgress
+    from aunce_bench.console import progress_for
     from aunce_bench.executors import execute_on_ray
     from aunce_bench.launch import execute
     from aunce_bench.trackers import log_run
@@ -382,7 +393,7 @@ def _execute(runs, store, device, data_root, redo=False, keep_embeddings=False, 
         tracked(o)
 
     store.check_ready()  # before any training, also where every run would be skipped
-    with RichProgress(console, total_runs=len(runs)) as progress:
+    with progress_for(console, total_runs=len(runs)) as progress:
         if on_ray is not None:
             return execute_on_ray(runs, store, device, progress, on_ray, on_skip=skipped, on_finish=finished,
                                   root=data_root, redo=redo, keep_embeddings=keep_embeddings, execution=execution)
@@ -653,13 +664,11 @@ def sweep(
     from aunce_bench.report.build import sweep_page
     from aunce_bench.report.sensitivity import sensitivities
     from aunce_bench.results import ResultStore
-    from aunce_bench.specs import BUDGETS, load_method, load_protocol
+    from aunce_bench.specs import load_method, load_protocol
     from aunce_bench.sweep import grid_points, parse_params, random_points, sweep_methods
 
     with _user_errors():
-        budget = "quick" if quick else budget
-        if budget is not None and budget not in BUDGETS:
-            raise UserError(f"invalid --budget: '{budget}'; choose one of: {', '.join(BUDGETS)}")
+        budget = _chosen_budget(quick, budget)
         if sweep_seed is not None and random_draws is None:
             raise UserError("invalid --sweep-seed: it seeds --random N; a grid sweep draws nothing")
         _check_selection(selection)
@@ -803,12 +812,10 @@ def noise_curve(
     from aunce_bench.report.build import noise_page
     from aunce_bench.report import plots
     from aunce_bench.results import ResultStore
-    from aunce_bench.specs import BUDGETS, load_method, load_protocol
+    from aunce_bench.specs import load_method, load_protocol
 
     with _user_errors():
-        budget = "quick" if quick else budget
-        if budget is not None and budget not in BUDGETS:
-            raise UserError(f"invalid --budget: '{budget}'; choose one of: {', '.join(BUDGETS)}")
+        budget = _chosen_budget(quick, budget)
         kinds = list(dict.fromkeys(kind.strip() for kind in noise_type.split(",") if kind.strip()))
         unknown = [kind for kind in kinds if kind not in NOISE_MODELS]
         if unknown or not kinds:
@@ -896,7 +903,7 @@ def diagnose(
     from aunce_bench.protocols import plan_runs
     from aunce_bench.report.diagnostics import write_diagnostics
     from aunce_bench.results import ResultStore
-    from aunce_bench.specs import BUDGETS, load_method, load_protocol
+    from aunce_bench.specs import load_method, load_protocol
 
     with _user_errors():
         if run_id is not None and (method or protocol):
@@ -905,9 +912,7 @@ def diagnose(
             raise UserError("give a RUN_ID ('aunce-bench results' lists them), or --method and --protocol")
         path = _stored(db)
         if run_id is None:
-            budget = "quick" if quick else budget
-            if budget is not None and budget not in BUDGETS:
-                raise UserError(f"invalid --budget: '{budget}'; choose one of: {', '.join(BUDGETS)}")
+            budget = _chosen_budget(quick, budget)
             method_spec, protocol_spec = load_method(method), load_protocol(protocol)
             budget = budget or protocol_spec.default_budget
             run_id = plan_runs(method_spec, protocol_spec, budget, [fold], [seed], NoiseSpec(CLEAN, 0.0),
@@ -996,17 +1001,17 @@ def init_build(
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
 ) -> None:
     """Build a SynthFace backbone ahead of time (runs with --init synthface build it on first use)."""
-    from aunce_bench.console import RichProgress
+    from aunce_bench.console import progress_for
     from aunce_bench.specs import load_protocol
     from aunce_bench.synthface import SynthFaceConfig, ensure_synthface, read_card
 
     with _user_errors():
         if size is None:
             spec = load_protocol(protocol)
-            size = spec.budget("quick" if quick else budget or spec.default_budget).crop_size
+            size = spec.budget(_chosen_budget(quick, budget) or spec.default_budget).crop_size
         config = SynthFaceConfig(backbone=backbone, crop_size=size, objective=objective)
         torch_device = _torch_device(device)
-        with RichProgress(console, total_runs=None) as progress:
+        with progress_for(console, total_runs=None) as progress:
             folder, built = ensure_synthface(config, torch_device, progress)
         card = read_card(folder)
         console.print(f"{'built' if built else 'already built'} {card['name']}: loss {card['losses']['first_epoch']:.3f} -> {card['losses']['final_epoch']:.3f} "

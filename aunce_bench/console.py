@@ -1,27 +1,63 @@
-"""Terminal output of `aunce-bench run`: rich progress bars (runs, epochs, batches) and the summary table."""
+"""Output of `aunce-bench run` and friends: progress (rich bars on a terminal, timestamped lines elsewhere) and
+the run summary table."""
 
 from __future__ import annotations
 
 import math
+import time
+from datetime import datetime
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBars, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichBars, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
 
 from aunce_bench.metrics import summarise
 from aunce_bench.training.common import Progress
 
+PLAIN_BATCH_EVERY_S = 60.0  # off a terminal, a line on the running epoch at most this often
+
+
+def progress_for(console: Console, total_runs: int | None) -> Progress:
+    """Rich bars where `console` is a terminal; one timestamped line per stage, epoch and run elsewhere (a log
+    file, CI, a cluster job), where bars would print nothing until the end."""
+    return RichProgress(console, total_runs) if console.is_terminal else PlainProgress(console, total_runs)
+
+
+def format_summary(summary: dict[str, float]) -> str:
+    """An epoch's numbers for people: counts as integers, images per second without decimals."""
+    parts = []
+    for key, value in summary.items():
+        if value != value:  # NaN
+            continue
+        if key == "img/s" or float(value).is_integer():
+            parts.append(f"{key} {value:,.0f}")
+        else:
+            parts.append(f"{key} {value:.4f}")
+    return "  ".join(parts)
+
+
+def duration(seconds: float) -> str:
+    """1h02m, 3m05s or 42s."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
 
 class RichProgress(Progress):
-    """Three bars: runs, epochs of the current stage, batches of the current epoch."""
+    """Three bars with elapsed time and ETA: runs, epochs of the current stage (or units of a one-off task such as
+    rendering), batches of the current epoch."""
 
     def __init__(self, console: Console, total_runs: int | None):
         """`total_runs` None hides the runs bar (a single stage, e.g. a SynthFace build)."""
-        self.bars = RichBars(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+        self.bars = RichBars(TextColumn("{task.description:<42}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                             TimeRemainingColumn(), console=console)
         self.runs = self.bars.add_task("runs", total=total_runs, info="", visible=total_runs is not None)
         self.epochs = self.bars.add_task("epochs", total=None, info="", visible=False)
         self.batches = self.bars.add_task("batches", total=None, info="", visible=False)
+        self._task = None
 
     def __enter__(self) -> "RichProgress":
         self.bars.__enter__()
@@ -37,6 +73,7 @@ class RichProgress(Progress):
         self.bars.advance(self.runs)
 
     def stage(self, name: str, epochs: int, batches_per_epoch: int) -> None:
+        self._task = None
         self.bars.reset(self.epochs, total=epochs, description=name, info="", visible=True)
         self.bars.reset(self.batches, total=max(batches_per_epoch, 1), description="  batches", info="", visible=True)
 
@@ -44,9 +81,84 @@ class RichProgress(Progress):
         self.bars.update(self.batches, advance=1, info=f"loss {loss:.4f}")
 
     def epoch(self, epoch: int, summary: dict[str, float]) -> None:
-        info = "  ".join(f"{key} {value:.4f}" for key, value in summary.items())
-        self.bars.update(self.epochs, completed=epoch + 1, info=info)
+        self.bars.update(self.epochs, completed=epoch + 1, info=format_summary(summary))
         self.bars.reset(self.batches, total=self.bars.tasks[self.batches].total, info="")
+
+    def count(self, task: str, done: int, total: int) -> None:
+        if task != self._task:
+            self._task = task
+            self.bars.reset(self.epochs, total=total, description=task, info="", visible=True)
+            self.bars.update(self.batches, visible=False)
+        self.bars.update(self.epochs, completed=done)
+
+
+class PlainProgress(Progress):
+    """One timestamped line per run, stage and epoch (with loss, images per second, elapsed time and the stage's
+    ETA), per tenth of a one-off task, and on the running epoch at most every PLAIN_BATCH_EVERY_S seconds."""
+
+    def __init__(self, console: Console, total_runs: int | None):
+        self.console, self.total_runs = console, total_runs
+        self.runs_started = 0
+        self.run_label = ""
+        self.run_clock = self.stage_clock = self.batch_said = time.monotonic()
+        self.stage_name, self.epochs, self.batches_per_epoch, self.batches_done = "", 0, 0, 0
+        self._task, self._task_said = None, -1
+
+    def __enter__(self) -> "PlainProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def _say(self, text: str) -> None:
+        prefix = f"{self.run_label}: " if self.run_label else ""
+        self.console.print(f"{datetime.now():%H:%M:%S} {prefix}{text}", markup=False, highlight=False,
+                           soft_wrap=True)
+
+    def _eta(self, done: float, total: float) -> str:
+        elapsed = time.monotonic() - self.stage_clock
+        eta = duration(elapsed / done * (total - done)) if done > 0 else "?"
+        return f"elapsed {duration(elapsed)}, ETA {eta}"
+
+    def run_started(self, label: str) -> None:
+        self.runs_started += 1
+        self.run_label, self.run_clock = label, time.monotonic()
+        of = f"/{self.total_runs}" if self.total_runs else ""
+        self._say(f"run {self.runs_started}{of} started")
+
+    def run_finished(self) -> None:
+        self._say(f"run finished in {duration(time.monotonic() - self.run_clock)}")
+        self.run_label = ""
+
+    def stage(self, name: str, epochs: int, batches_per_epoch: int) -> None:
+        self.stage_name, self.epochs, self.batches_per_epoch, self.batches_done = name, epochs, batches_per_epoch, 0
+        self.stage_clock = self.batch_said = time.monotonic()
+        self._say(f"{name}: {epochs} epoch(s) of {batches_per_epoch} batch(es)")
+
+    def batch(self, loss: float) -> None:
+        self.batches_done += 1
+        if time.monotonic() - self.batch_said >= PLAIN_BATCH_EVERY_S:
+            self.batch_said = time.monotonic()
+            epoch = self.batches_done // max(self.batches_per_epoch, 1) + 1
+            self._say(f"{self.stage_name}: epoch {epoch}/{self.epochs}, batch "
+                      f"{self.batches_done - (epoch - 1) * self.batches_per_epoch}/{self.batches_per_epoch}, "
+                      f"loss {loss:.4f}, {self._eta(self.batches_done, self.epochs * self.batches_per_epoch)}")
+
+    def epoch(self, epoch: int, summary: dict[str, float]) -> None:
+        self.batches_done = (epoch + 1) * self.batches_per_epoch
+        self.batch_said = time.monotonic()
+        numbers = format_summary(summary).replace("  ", ", ")
+        self._say(f"{self.stage_name}: epoch {epoch + 1}/{self.epochs}{', ' + numbers if numbers else ''}, "
+                  f"{self._eta(epoch + 1, self.epochs)}")
+
+    def count(self, task: str, done: int, total: int) -> None:
+        if task != self._task:
+            self._task, self._task_said, self.stage_clock = task, -1, time.monotonic()
+            self._say(f"{task}: {total} to do")
+        tenth = done * 10 // max(total, 1)
+        if done and tenth > self._task_said:
+            self._task_said = tenth
+            self._say(f"{task}: {done}/{total}, {self._eta(done, total)}")
 
 
 # A test base rate this many times the training one (or its inverse) is a label-prior shift worth a note.

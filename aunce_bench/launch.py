@@ -18,6 +18,7 @@ import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -93,11 +94,12 @@ def _device_name(device: torch.device) -> str:
 
 
 def run_frames(config: dict, subjects: list[str], aus: list[int], root: Path,
-               loading: DataLoading = DataLoading()) -> FrameSet:
-    """The frames of `subjects` from a run's data: SynthAU (generated on demand) or a prepared dataset, in memory
-    or streamed as `loading` decides."""
+               loading: DataLoading = DataLoading(), progress: Progress = Progress()) -> FrameSet:
+    """The frames of `subjects` from a run's data: SynthAU (generated on demand, its rendering told to `progress`)
+    or a prepared dataset, in memory or streamed as `loading` decides."""
     if config.get("source") != "prepared":
-        _, folder, _ = load_or_generate(SynthConfig(**config))
+        task = f"SynthAU {config['profile']} faces: rendering once, then cached"
+        _, folder, _ = load_or_generate(SynthConfig(**config), progress=partial(progress.count, task))
         return load_frames(folder, subjects, aus, loading=loading)
     prepared = PreparedConfig(**config)
     info = prepared_info(root, prepared.dataset)
@@ -180,7 +182,7 @@ def compute_run(run: RunSpec, device: torch.device, progress: Progress, root: Pa
                 keep_embeddings: bool = False, execution: ExecutionOptions = ExecutionOptions()) -> RunResult:
     """Data, noise, fit, predict and metrics of one run, without touching the store."""
     started = time.perf_counter()
-    pool = run_frames(run.train_data, run.train_subjects, run.aus, root, execution.data)
+    pool = run_frames(run.train_data, run.train_subjects, run.aus, root, execution.data, progress)
     noise = NoiseSpec.parse(run.noise)
     sequences = sequence_rows(np.char.add(pool.keys["subject"].astype(str), "/" + pool.keys["sequence"].astype(str)),
                               pool.keys["frame"])
@@ -191,7 +193,7 @@ def compute_run(run: RunSpec, device: torch.device, progress: Progress, root: Pa
         raise UserError(f"--noise {run.noise}: {error} ({_dataset(run.train_data)}); choose another noise "
                         "type for this dataset") from None
     pool = pool.with_labels(noisy_labels)  # noise hits the training folds only; test labels stay clean
-    test = run_frames(run.test_data, run.test_subjects, run.aus, root, execution.data)
+    test = run_frames(run.test_data, run.test_subjects, run.aus, root, execution.data, progress)
     train, val = _selection_split(run, pool, test)
     _check_batches(run, train)
     data_s = time.perf_counter() - started

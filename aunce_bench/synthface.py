@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -155,9 +156,9 @@ def pool_frames(config: SynthFaceConfig, progress: Progress) -> tuple[torch.Tens
     from aunce_bench.data.synth.generate import identity_for, load_or_generate
 
     images, targets = [], []
-    progress.stage("SynthFace pool (rendering)", len(POOL_PROFILES), 1)
-    for step, pool in enumerate(config.pool_configs()):
-        _, folder, _ = load_or_generate(pool)
+    for pool in config.pool_configs():
+        task = f"SynthFace one-time build: {pool.profile} faces"
+        _, folder, _ = load_or_generate(pool, progress=partial(progress.count, task))
         decoded = decoded_frames(folder)
         subjects = decoded.keys["subject"]
         pose = np.stack([decoded.pose[name] for name in ("yaw", "pitch", "roll")], axis=1)
@@ -170,7 +171,6 @@ def pool_frames(config: SynthFaceConfig, progress: Progress) -> tuple[torch.Tens
             rows.append(np.concatenate([landmarks.reshape(-1), pose[row]]))
         images.append(decoded.images)
         targets.append(np.asarray(rows, dtype=np.float32))
-        progress.epoch(step, {"frames": float(len(subjects))})
     return torch.cat(images), np.concatenate(targets)
 
 
@@ -247,7 +247,8 @@ def build(config: SynthFaceConfig, folder: Path, device: torch.device, progress:
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
                                                    steps_per_epoch=steps_per_epoch, pct_start=0.15)
     epoch_losses, history = [], []
-    progress.stage(f"SynthFace pretraining ({config.objective})", config.epochs, steps_per_epoch)
+    progress.stage(f"SynthFace one-time build: {config.objective} pretraining", config.epochs,
+                   steps_per_epoch)
     for epoch in range(config.epochs):
         model.train()
         losses, lr, epoch_started = [], optimizer.param_groups[0]["lr"], time.perf_counter()

@@ -135,12 +135,27 @@ def test_nan_loss_is_stored_as_failed_with_the_reason(tiny_specs, tmp_path, monk
         (["--method", "wce", "--protocol", "synth_bp4d_3fold", "--noise", "symmetric"], "invalid --noise"),
         (["--method", "wce", "--protocol", "synth_bp4d_3fold", "--budget", "huge"], "invalid --budget"),
         (["--method", "wce", "--protocol", "synth_bp4d_3fold", "--folds", "one"], "invalid --folds"),
+        (["--method", "wce", "--protocol", "synth_bp4d_3fold", "--quick", "--budget", "full"],
+         "--quick and --budget full both choose a budget"),
+        (["--method", "wce", "--protocol", "synth_bp4d_3fold", "--quick", "--budget", "huge"],
+         "--quick and --budget huge both choose a budget"),
     ],
 )
 def test_run_rejects_bad_input_with_one_line(arguments, message, tmp_path):
     result = runner.invoke(app, ["run", *arguments, "--db", str(tmp_path / "r.sqlite")])
     assert result.exit_code == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [
+    ["sweep", "--method", "wce", "--protocol", "synth_bp4d_3fold", "--param", "lr=0.1,0.2"],
+    ["noise-curve", "--methods", "wce", "--protocol", "synth_bp4d_3fold", "--noise-type", "symmetric"],
+    ["init", "build"],
+])
+def test_every_budget_option_refuses_quick_with_budget(command, tmp_path):
+    result = runner.invoke(app, [*command, "--quick", "--budget", "standard", "--db", str(tmp_path / "r.sqlite")]
+                           if command[0] != "init" else [*command, "--quick", "--budget", "standard"])
+    assert result.exit_code == 2 and "--quick and --budget standard both choose a budget" in result.stderr
 
 
 def test_list_shows_components():

@@ -2,6 +2,7 @@
 validation set exists, images/s), stored with the run and returned by `results --format json`."""
 
 import json
+import re
 
 import numpy as np
 from typer.testing import CliRunner
@@ -30,6 +31,16 @@ def test_every_stage_of_a_run_stores_its_epochs(tiny_specs, tmp_path):
     result = runner.invoke(app, ["run", "--method", str(method), "--protocol", str(tiny_specs / "tiny_easy.yaml"),
                                  "--quick", "--folds", "1", "--db", str(db)])
     assert result.exit_code == 0, result.output
+    # off a terminal, the run is told as it happens: one timestamped line per run, stage and epoch
+    lines = result.output.splitlines()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d two_epoch_aunce fold1 seed 0: run 1/1 started", lines[0]), lines[0]
+    epochs = [line for line in lines if ": epoch " in line]
+    assert [re.search(r": (contrastive pretraining|linear probe): epoch (\d/\d)", line).group(1, 2)
+            for line in epochs] == [("contrastive pretraining", "1/2"), ("contrastive pretraining", "2/2"),
+                                    ("linear probe", "1/3"), ("linear probe", "2/3"), ("linear probe", "3/3")]
+    assert all(re.search(r", loss \d\.\d{4}, (val_f1 \d\.\d{4}, )?img/s [\d,]+, elapsed \d+s, ETA \d+s$", line)
+               for line in epochs), epochs
+    assert re.search(r"two_epoch_aunce fold1 seed 0: run finished in \d+s", result.output)
     (stored,) = json.loads(runner.invoke(app, ["results", "--format", "json", "--db", str(db)]).output)
     history = stored["history"]
     assert [(h["stage"], h["epoch"]) for h in history] == [

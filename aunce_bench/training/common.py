@@ -39,6 +39,9 @@ class Progress:
 
     def epoch(self, epoch: int, summary: dict[str, float]) -> None: ...
 
+    def count(self, task: str, done: int, total: int) -> None:
+        """A one-off task outside training (e.g. rendering data) has done `done` of `total` units."""
+
 
 @dataclass(frozen=True)
 class ExecutionOptions:
@@ -130,7 +133,7 @@ class TrainContext:
         for the probe, both views for contrastive stages) per second of its `seconds` of training."""
         self.history.append({"stage": stage, "epoch": epoch + 1, "loss": summary.get("loss"), "lr": lr,
                              "val_f1": summary.get("val_f1"), "images_per_s": images / seconds if seconds > 0 else None})
-        self.progress.epoch(epoch, summary)
+        self.progress.epoch(epoch, {**summary, "img/s": images / seconds if seconds > 0 else float("nan")})
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast to the run's precision (a no-op for fp32); put forward passes in it, not the losses."""
