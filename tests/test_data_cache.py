@@ -143,6 +143,20 @@ def test_force_refuses_a_folder_that_is_not_a_frame_index(tmp_path):
     assert (out / "notes.txt").read_text() == "keep me"
 
 
+def test_an_incomplete_synth_cache_names_the_synth_command_that_generates_it_again(cold_cache):
+    config = SynthConfig(**TINY)
+    _, folder, _ = load_or_generate(config, workers=1)
+    (folder / MARKER_FILE).unlink()  # as an interrupted generation leaves it
+    rebuild = "aunce-bench synth --profile bp4d --subjects 3 --sequences 1 --frames 20 --size 32 --force"
+    result = runner.invoke(app, ["synth", *TINY_OPTIONS])
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {folder} holds an incomplete frame index (no {MARKER_FILE}: an interrupted or "
+                             f"failed generation); generate it again with: {rebuild}\n")
+    result = runner.invoke(app, rebuild.split()[1:] + ["--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert load_or_generate(config, workers=1)[2]  # reused
+
+
 def strip_hashes(folder: Path) -> dict:
     """Make the marker of `folder` as aunce-bench wrote it before content hashes were recorded; that marker."""
     marker = json.loads((folder / MARKER_FILE).read_text())

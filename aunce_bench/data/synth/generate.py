@@ -296,12 +296,21 @@ def load_or_generate(config: SynthConfig, out: Path | None = None, workers: int 
         if is_complete(out) and not force:  # another process generated it while this one waited
             return _cached(config, out, rebuild), out, True
         if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-            raise UserError(f"{out} exists and is not an empty folder; choose another output folder, or pass "
-                            "--force to replace an incomplete frame index there")
+            raise UserError(_occupied(out, rebuild))
         remove_left_work(out)
         with generated(config, workers, progress, out) as index:
             index.save(out, rebuild)
     return FrameIndex.load(out, rebuild), out, False
+
+
+def _occupied(out: Path, rebuild: str) -> str:
+    """Why a SynthAU dataset cannot be written to `out`, which holds something else, and what to do."""
+    from aunce_bench.data.index import MARKER_FILE, _holds_only_a_frame_index
+
+    if _holds_only_a_frame_index(out):
+        return (f"{out} holds an incomplete frame index (no {MARKER_FILE}: an interrupted or failed generation); "
+                f"generate it again with: {rebuild}")
+    return f"{out} exists and is not a frame index; move it away, or choose another output folder"
 
 
 def _cached(config: SynthConfig, out: Path, rebuild: str) -> FrameIndex:
