@@ -1,11 +1,11 @@
 """The Python API for notebooks: stored runs and leaderboards as pandas DataFrames.
 
     import aunce_bench
-    runs = aunce_bench.load_results("results.sqlite")                 # one row per run x AU
-    runs.groupby(["method", "au"]).f1.mean().unstack()
+    runs = aunce_bench.load_results("results.sqlite", protocol="synth_cross_dataset")  # one row per run x AU
+    runs.groupby(["budget", "test", "noise", "method", "au"]).f1.mean().unstack()    # settings kept apart
     curves = aunce_bench.load_results("results.sqlite", per="epoch")  # one row per run x stage x epoch
-    board = aunce_bench.leaderboard("results.sqlite", protocol="synth_bp4d_3fold")
-    board[board.kind == "measured"][["method", "selection", "mean_f1", "std_f1"]]
+    board = aunce_bench.leaderboard("results.sqlite", protocol="synth_cross_dataset")
+    board[board.kind == "measured"][["test", "method", "rank", "mean_f1", "std_f1", "ci_low", "ci_high"]]
 
 Both read through the same code as the CLI (`ResultStore.runs`, `report.aggregate`), so a DataFrame holds the
 numbers `aunce-bench results` and `report` print, with the columns of the comparability key (`run_key`).
@@ -20,7 +20,7 @@ import pandas as pd
 from aunce_bench.errors import UserError
 from aunce_bench.report.aggregate import leaderboards, run_key
 from aunce_bench.report.bootstrap import RESAMPLES
-from aunce_bench.report.exports import board_rows
+from aunce_bench.report.exports import BOARD_FIELDS, board_rows
 from aunce_bench.results import HISTORY_FIELDS, METRIC_FIELDS, STATUSES, ResultStore
 
 _RUN_COLUMNS = ("run_id", "method", "protocol", "dataset", "budget", "fold", "seed", "noise", "init", "selection",
@@ -81,4 +81,6 @@ def leaderboard(db: str | Path, *, protocol: str | None = None, method: str | No
     (`kind`)."""
     with _open(db) as store:
         boards = leaderboards(store.runs(method=method, protocol=protocol), store, resamples)
-    return pd.DataFrame([row for board in boards for row in board_rows(board)])
+    frame = pd.DataFrame([row for board in boards for row in board_rows(board)])
+    # every board column is there, empty where no row has it (one method: no interval to the best)
+    return frame.reindex(columns=[*BOARD_FIELDS, *(name for name in frame.columns if name not in BOARD_FIELDS)])

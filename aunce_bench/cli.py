@@ -599,8 +599,8 @@ def _check_resamples(resamples: int) -> None:
 
 @app.command("results-page")
 def results_page(
+    out: Annotated[Path, typer.Option(help="the Markdown page to write, e.g. results/RESULTS.md")],
     db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
-    out: Annotated[Path, typer.Option(help="the Markdown page to write")] = Path("docs/RESULTS.md"),
     resamples: Annotated[int, typer.Option(help="bootstrap resamples of the difference-to-best intervals")] = 1000,
 ) -> None:
     """Write the dated results page (machines, versions, leaderboards, noise curves) from a store as Markdown."""

@@ -69,7 +69,7 @@ def format_runs(runs: list[dict], fmt: str) -> str:
 
 _SETTING_FIELDS = ("protocol", "budget", "test", "data_fingerprint", "init", "decision_threshold",
                    "occurrence_threshold", "noise")
-_BOARD_FIELDS = (*_SETTING_FIELDS, "kind", "rank", "method", "family", "selection", "optimistic", "source", "runs",
+BOARD_FIELDS = (*_SETTING_FIELDS, "kind", "rank", "method", "family", "selection", "optimistic", "source", "runs",
                  "mean_f1", "std_f1", "difference_to_best", "ci_low", "ci_high", "measured_minus_reported")
 _DIFFERENCE_FIELDS = ("difference_to_best", "ci_low", "ci_high")  # per AU in CSV: difference_to_best_AU1, ...
 
@@ -115,7 +115,7 @@ def format_leaderboards(boards: list[Leaderboard], fmt: str) -> str:
         return json.dumps([board.to_dict() for board in boards], indent=2, allow_nan=False)
     if fmt == "csv":
         aus = _au_columns([{"per_au_f1": dict.fromkeys(board.aus)} for board in boards])
-        header = [*_BOARD_FIELDS, *(f"f1_{au}" for au in aus),
+        header = [*BOARD_FIELDS, *(f"f1_{au}" for au in aus),
                   *(f"{name}_{au}" for au in aus for name in _DIFFERENCE_FIELDS)]
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
@@ -125,7 +125,7 @@ def format_leaderboards(boards: list[Leaderboard], fmt: str) -> str:
         return out.getvalue().rstrip("\n")
     sections = []
     for board in boards:
-        header = [*_BOARD_FIELDS[len(_SETTING_FIELDS):], *(f"f1_{au}" for au in board.aus)]  # setting: the title
+        header = [*BOARD_FIELDS[len(_SETTING_FIELDS):], *(f"f1_{au}" for au in board.aus)]  # setting: the title
         notes = [f"> warning: {markdown_cell(warning)}" for warning in board.warnings]
         sections.append("\n".join([f"## {markdown_cell(board.setting.title)}", "", *_markdown(header, board_rows(board)),
                                     *([""] + notes if notes else [])]))
