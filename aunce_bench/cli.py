@@ -17,7 +17,6 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from aunce_bench.errors import UserError
@@ -440,17 +439,15 @@ def prepare(
              "(1-based; 49, 66 or 68 points); its frames are aligned with these points, the others detected")] = None,
 ) -> None:
     """Import a real dataset's annotations and frames into a prepared FrameIndex (aligned 256 px faces)."""
+    from aunce_bench.console import progress_for
     from aunce_bench.data.prepare import prepare as prepare_dataset
     from aunce_bench.data.prepared import data_root as resolve_root
 
     with _user_errors():
-        with Progress(TextColumn("cropping faces of sequences"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=True) as bar:
-            task = bar.add_task("sequences", total=None)
+        with progress_for(console, total_runs=None) as progress:
             result = prepare_dataset(dataset, root, data_root=resolve_root(data_root), images=images, out=out,
                                      align=align, threshold=threshold, name=name, workers=workers, force=force,
-                                     landmarks=landmarks,
-                                     progress=lambda done, total: bar.update(task, completed=done, total=total))
+                                     landmarks=landmarks, progress=partial(progress.count, "aligning faces (sequences)"))
         _print_prepared(result)
 
 
