@@ -95,6 +95,24 @@ def test_checkpoint_init_loads_the_file_and_records_its_hash(tmp_path):
     assert provenance["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_a_file_that_is_not_a_state_dict_is_named_with_how_to_save_one(tiny_specs, tmp_path):
+    advice = "pass a file saved with torch.save(model.state_dict(), PATH), or a .safetensors file"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not weights\n" * 200)
+    result = runner.invoke(app, ["run", "--method", str(tiny_specs / "tiny_wce.yaml"), "--protocol",
+                                 str(tiny_specs / "tiny_easy.yaml"), "--quick", "--init", f"checkpoint:{notes}",
+                                 "--db", str(tmp_path / "r.sqlite")])
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: invalid init: {notes} is not a PyTorch checkpoint (state dict) file: neither "
+                             f"the zip archive nor the pickle that torch.save writes; {advice}\n")
+    whole = tmp_path / "model.pth"
+    torch.save(create_backbone("test_resnet").model, whole)
+    with pytest.raises(UserError) as error:
+        load_backbone("test_resnet", f"checkpoint:{whole}", 64)
+    assert str(error.value) == (f"invalid init: {whole} is not a PyTorch checkpoint (state dict) file: it holds "
+                                f"objects other than tensors (a whole model?); {advice}")
+
+
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch):
     """An empty Hugging Face hub cache in offline mode: timm's loader finds only what a test places there."""

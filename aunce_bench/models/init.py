@@ -12,6 +12,7 @@ SynthFace configuration hash), which enters the run id. `load_backbone` runs whe
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,12 +41,32 @@ def resolve_init(text: str, backbone: str, crop_size: int) -> tuple[str, str | N
         if not path.is_file():
             raise UserError(f"invalid init: checkpoint file {path} does not exist; give the path of a state dict "
                             "(.pth, .pt, .bin or .safetensors)")
+        _check_checkpoint_file(path)
         from aunce_bench.synthface import file_sha256
 
         return f"checkpoint:{path}", f"sha256:{file_sha256(path)}"
     from aunce_bench.synthface import synthface_config
 
     return "synthface", f"synthface:{synthface_config(backbone, crop_size).content_hash()}"
+
+
+_SAVE_ADVICE = "pass a file saved with torch.save(model.state_dict(), PATH), or a .safetensors file"
+
+
+def _not_a_checkpoint(path: Path, why: str) -> UserError:
+    return UserError(f"invalid init: {path} is not a PyTorch checkpoint (state dict) file: {why}; {_SAVE_ADVICE}")
+
+
+def _check_checkpoint_file(path: Path) -> None:
+    """A UserError unless `path` starts as a torch.save file (a zip archive, or a pickle in the legacy format) or,
+    named .safetensors, as a safetensors file (an 8-byte header length, then its JSON header)."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if path.suffix == ".safetensors":
+        if len(head) < 9 or head[8:9] != b"{":
+            raise _not_a_checkpoint(path, "no safetensors header")
+    elif not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        raise _not_a_checkpoint(path, "neither the zip archive nor the pickle that torch.save writes")
 
 
 def _pretrained_cfg(backbone: str) -> dict:
@@ -107,6 +128,8 @@ def load_backbone(name: str, init: str, image_size: int, device: torch.device | 
                         f"{card['weights_sha256'][:12]}...); delete {path.parent} to rebuild")
     try:
         backbone = create_backbone(name, checkpoint_path=str(path), image_size=image_size)
-    except (ValueError, RuntimeError, OSError) as error:
+    except (ValueError, RuntimeError, OSError, pickle.UnpicklingError) as error:
+        if pickle.UnpicklingError in (type(error), type(error.__cause__)):  # torch.load(weights_only=True) refused
+            raise _not_a_checkpoint(path, "it holds objects other than tensors (a whole model?)") from None
         raise UserError(f"cannot load backbone {name} from {path}: {str(error).splitlines()[0]}")
     return backbone, {**source, "weights_sha256": digest}
