@@ -165,7 +165,10 @@ def resolved_method(method: MethodSpec, protocol: ProtocolSpec, budget: str, ini
         resolved = method.for_budget(budget)
     except ValidationError as error:
         raise UserError(f"{method.where}: budget '{budget}' overrides: {validation_message(error)}")
-    recipe = get_recipe(resolved.recipe)
+    try:
+        recipe = get_recipe(resolved.recipe)
+    except UserError as error:
+        raise UserError(f"{method.where}: field 'recipe': {error}") from None
     missing = [name for name in recipe.needs if getattr(resolved, name) is None]
     if missing:
         raise UserError(f"{method.where}: recipe {resolved.recipe} needs the field '{missing[0]}'")
@@ -176,7 +179,10 @@ def resolved_method(method: MethodSpec, protocol: ProtocolSpec, budget: str, ini
         check_loss(resolved.loss, method.where)
     check_backbone(resolved.model.backbone, method.where)
     chosen = init or resolved.model.init or protocol.budget(budget).init or DEFAULT_INIT[budget]
-    chosen, init_hash = resolve_init(chosen, resolved.model.backbone, protocol.budgets[budget].crop_size)
+    where = ("invalid init" if init or not (resolved.model.init or protocol.budget(budget).init) else
+             f"{method.where}: field 'model.init'" if resolved.model.init else
+             f"{protocol.where}: field 'budgets.{budget}.init'")  # what set the init, for its messages
+    chosen, init_hash = resolve_init(chosen, resolved.model.backbone, protocol.budgets[budget].crop_size, where)
     return resolved.model_copy(update={"model": resolved.model.model_copy(update={"init": chosen})}), init_hash
 
 

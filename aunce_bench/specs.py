@@ -408,13 +408,16 @@ def available(kind: str) -> list[Found]:
 def _resolve(reference: str, kind: str) -> Path:
     label = kind.removesuffix("s")
     path = Path(reference).expanduser()
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise UserError(f"{label} file {path} does not exist")
+    if path.is_file():
         return path
     known = {item.name: item.path for item in available(kind)}
     if reference in known:
         return known[reference]
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a {label} file; pass a {label} name (aunce-bench list {kind}) or "
+                        f"the path of a {label} YAML file")
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        raise UserError(f"{label} file {path} does not exist")
     close = difflib.get_close_matches(reference, list(known), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise UserError(f"unknown {label} '{reference}'{hint}; known: {', '.join(known)} (add folders holding "
@@ -483,8 +486,18 @@ def _method_fields(path: Path, including: tuple[Path, ...] = ()) -> dict:
         return content
     if not isinstance(base, str):
         raise UserError(f"{path}: field 'include': give a method name or a YAML path")
-    relative = path.parent / base
-    base_path = relative if Path(base).suffix in (".yaml", ".yml") and relative.is_file() else _resolve(base, "methods")
+    if Path(base).suffix in (".yaml", ".yml"):
+        looked = (path.parent / base, Path(base).expanduser())  # beside this file, then here
+        found = [candidate for candidate in looked if candidate.is_file()]
+        if not found:
+            folders = " and ".join(dict.fromkeys(str(candidate.parent.absolute()) for candidate in looked))
+            raise UserError(f"{path}: include '{base}': no such file (looked in {folders})")
+        base_path = found[0]
+    else:
+        try:
+            base_path = _resolve(base, "methods")
+        except UserError as error:
+            raise UserError(f"{path}: include '{base}': {error}") from None
     if base_path.resolve() in [p.resolve() for p in (*including, path)]:
         raise UserError(f"{path}: field 'include': '{base}' includes this file again (a cycle)")
     return _deep_merge(_method_fields(base_path, (*including, path)), content)

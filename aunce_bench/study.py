@@ -52,6 +52,9 @@ def available_studies() -> list[str]:
 def load_study(reference: str) -> StudySpec:
     """A study by built-in name or YAML path; a one-line UserError naming the file and field otherwise."""
     path = Path(reference).expanduser()
+    if path.is_dir() and reference not in available_studies():
+        raise UserError(f"{path} is a folder, not a study file; pass a study name ({', '.join(available_studies())}) "
+                        "or the path of a study YAML file")
     if path.suffix not in (".yaml", ".yml"):
         if reference not in available_studies():
             raise UserError(f"unknown study '{reference}'; known: {', '.join(available_studies())} (or pass a path)")

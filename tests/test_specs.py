@@ -1,13 +1,16 @@
 """Specs and protocol expansion: YAML loading, validation errors, folds, run ids."""
 
 import pytest
+from typer.testing import CliRunner
 
+from aunce_bench.cli import app
 from aunce_bench.data.noise import NoiseSpec
 from aunce_bench.errors import UserError
 from aunce_bench.protocols import fold_plans, parse_noise, plan_runs, resolved_method, split_validation
 from aunce_bench.specs import BUDGETS, list_methods, list_protocols, load_method, load_protocol
 
 CLEAN = NoiseSpec.parse("none")
+runner = CliRunner()
 
 
 def test_every_shipped_yaml_loads_for_every_budget():
@@ -127,6 +130,40 @@ def test_a_bad_include_is_one_line(tmp_path, text, message):
     with pytest.raises(UserError) as error:
         load_method(str(tmp_path / "a.yaml"))
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def run_line(*options: str) -> tuple[int, str]:
+    """The exit status and stderr of `aunce-bench run` with `options` (planning only: each fails before training)."""
+    result = runner.invoke(app, ["run", *options])
+    return result.exit_code, result.stderr
+
+
+def test_a_folder_given_as_method_or_protocol_is_named_a_folder(tiny_specs):
+    assert run_line("--method", str(tiny_specs), "--protocol", "tiny") == (
+        2, f"error: {tiny_specs} is a folder, not a method file; pass a method name (aunce-bench list methods) or "
+           "the path of a method YAML file\n")
+    assert run_line("--method", "wce", "--protocol", str(tiny_specs)) == (
+        2, f"error: {tiny_specs} is a folder, not a protocol file; pass a protocol name (aunce-bench list protocols) "
+           "or the path of a protocol YAML file\n")
+
+
+def test_a_method_yaml_names_itself_and_the_field_of_a_bad_recipe_include_or_init(tiny_specs, tmp_path,
+                                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    protocol = str(tiny_specs / "tiny_easy.yaml")
+    base = (tiny_specs / "tiny_fast_wce.yaml").read_text()
+    recipe, include, init = (tmp_path / f"{name}.yaml" for name in ("recipe", "include", "init"))
+    recipe.write_text(base.replace("recipe: supervised", "recipe: supervisd"))
+    include.write_text("name: child\ninclude: bsae.yaml\n")
+    init.write_text(base.replace("dim: 16}", "dim: 16, init: 'checkpoint:absent.pth'}"))
+    assert run_line("--method", str(recipe), "--protocol", protocol) == (
+        2, f"error: {recipe}: field 'recipe': unknown recipe 'supervisd' (did you mean 'supervised'?); known: "
+           "contrastive_probe, coteaching, frozen_probe, supervised, supervised_probe\n")
+    assert run_line("--method", str(include), "--protocol", protocol) == (
+        2, f"error: {include}: include 'bsae.yaml': no such file (looked in {tmp_path})\n")
+    assert run_line("--method", str(init), "--protocol", protocol) == (
+        2, f"error: {init}: field 'model.init': checkpoint file {tmp_path / 'absent.pth'} does not exist; give the "
+           "path of a state dict (.pth, .pt, .bin or .safetensors)\n")
 
 
 def test_every_builtin_method_plans_at_every_budget():

@@ -105,3 +105,7 @@ def test_bad_studies_are_refused_in_one_line(tmp_path):
         load_study(str(broken))
     result = runner.invoke(app, ["study", str(broken), "--no-run"])
     assert result.exit_code != 0 and "Traceback" not in result.output
+    result = runner.invoke(app, ["study", str(tmp_path), "--no-run"])
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {tmp_path} is a folder, not a study file; pass a study name (lip_aus) or the "
+                             "path of a study YAML file\n")

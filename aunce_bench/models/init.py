@@ -25,13 +25,14 @@ from aunce_bench.specs import Init
 if TYPE_CHECKING:
     from aunce_bench.training.common import Progress
 
-def resolve_init(text: str, backbone: str, crop_size: int) -> tuple[str, str | None]:
+def resolve_init(text: str, backbone: str, crop_size: int, where: str = "invalid init") -> tuple[str, str | None]:
     """(init, identity) of a planned run: a checkpoint's path made absolute, and what pins the weights:
-    `timm:<architecture>.<tag>`, `sha256:<file hash>` or `synthface:<configuration hash>` (None for scratch)."""
+    `timm:<architecture>.<tag>`, `sha256:<file hash>` or `synthface:<configuration hash>` (None for scratch).
+    `where` starts the message of a bad init: what set it (e.g. a method YAML's field)."""
     try:
         init = Init.parse(text)
     except ValueError as error:
-        raise UserError(f"invalid init: {error}")
+        raise UserError(f"{where}: {error}")
     if init.kind == "scratch":
         return "scratch", None
     if init.kind == "imagenet":
@@ -39,9 +40,9 @@ def resolve_init(text: str, backbone: str, crop_size: int) -> tuple[str, str | N
     if init.kind == "checkpoint":
         path = init.path.resolve()
         if not path.is_file():
-            raise UserError(f"invalid init: checkpoint file {path} does not exist; give the path of a state dict "
+            raise UserError(f"{where}: checkpoint file {path} does not exist; give the path of a state dict "
                             "(.pth, .pt, .bin or .safetensors)")
-        _check_checkpoint_file(path)
+        _check_checkpoint_file(path, where)
         from aunce_bench.synthface import file_sha256
 
         return f"checkpoint:{path}", f"sha256:{file_sha256(path)}"
@@ -53,20 +54,20 @@ def resolve_init(text: str, backbone: str, crop_size: int) -> tuple[str, str | N
 _SAVE_ADVICE = "pass a file saved with torch.save(model.state_dict(), PATH), or a .safetensors file"
 
 
-def _not_a_checkpoint(path: Path, why: str) -> UserError:
-    return UserError(f"invalid init: {path} is not a PyTorch checkpoint (state dict) file: {why}; {_SAVE_ADVICE}")
+def _not_a_checkpoint(path: Path, why: str, where: str = "invalid init") -> UserError:
+    return UserError(f"{where}: {path} is not a PyTorch checkpoint (state dict) file: {why}; {_SAVE_ADVICE}")
 
 
-def _check_checkpoint_file(path: Path) -> None:
+def _check_checkpoint_file(path: Path, where: str) -> None:
     """A UserError unless `path` starts as a torch.save file (a zip archive, or a pickle in the legacy format) or,
     named .safetensors, as a safetensors file (an 8-byte header length, then its JSON header)."""
     with open(path, "rb") as handle:
         head = handle.read(9)
     if path.suffix == ".safetensors":
         if len(head) < 9 or head[8:9] != b"{":
-            raise _not_a_checkpoint(path, "no safetensors header")
+            raise _not_a_checkpoint(path, "no safetensors header", where)
     elif not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
-        raise _not_a_checkpoint(path, "neither the zip archive nor the pickle that torch.save writes")
+        raise _not_a_checkpoint(path, "neither the zip archive nor the pickle that torch.save writes", where)
 
 
 def _pretrained_cfg(backbone: str) -> dict:
