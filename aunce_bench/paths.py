@@ -16,8 +16,11 @@ from pathlib import Path
 from aunce_bench.errors import UserError
 
 
+CACHE_VARIABLE = "AUNCE_BENCH_CACHE"
+
+
 def default_cache_root() -> Path:
-    return Path(os.environ.get("AUNCE_BENCH_CACHE", Path.home() / ".cache" / "aunce_bench"))
+    return Path(os.environ.get(CACHE_VARIABLE, Path.home() / ".cache" / "aunce_bench"))
 
 
 def probe_write(folder: Path) -> None:
@@ -31,13 +34,26 @@ def probe_write(folder: Path) -> None:
 
 
 def check_writable(folder: Path) -> None:
-    """Fail early, with one line, when `folder` cannot be created or written."""
+    """Fail early, with one line, when `folder` cannot be created or written; for a folder in the cache, the line
+    names $AUNCE_BENCH_CACHE."""
     if folder.exists() and not folder.is_dir():
-        raise UserError(f"cannot write to {folder}: it is a file, not a folder; choose a writable output folder")
+        raise UserError(f"cannot write to {folder}: it is a file, not a folder; {_fix(folder)}")
     try:
         probe_write(folder)
     except OSError as error:
-        raise UserError(f"cannot write to {folder}: {error.strerror or error}; choose a writable output folder")
+        raise UserError(f"cannot write to {folder}: {error.strerror or error}; {_fix(folder)}")
+
+
+def _fix(folder: Path) -> str:
+    """How to get a writable `folder`: another output folder or, in the cache, another cache root."""
+    root = default_cache_root()
+    if not folder.absolute().is_relative_to(root.absolute()):
+        return "choose a writable output folder"
+    named = (f"${CACHE_VARIABLE}={root}" if CACHE_VARIABLE in os.environ else
+             f"{root} (the default; ${CACHE_VARIABLE} is not set)")
+    if root.exists() and not root.is_dir():
+        return f"the cache root {named} is a file; set ${CACHE_VARIABLE} to a writable folder"
+    return f"it is in the cache root {named}; make that writable, or set ${CACHE_VARIABLE} to a writable folder"
 
 
 # What a writer does in a hidden folder beside its output: build it (partial), move an old copy aside

@@ -33,7 +33,7 @@ from torch import nn
 
 from aunce_bench import __version__
 from aunce_bench.errors import UserError
-from aunce_bench.paths import default_cache_root, remove_left_work, work_folder
+from aunce_bench.paths import check_writable, default_cache_root, remove_left_work, work_folder
 from aunce_bench.training.common import Progress
 
 # SynthAU seed of the pretraining identities. Protocols render with other seeds (0 unless overridden), and
@@ -131,7 +131,7 @@ def ensure_synthface(config: SynthFaceConfig, device: torch.device | None = None
     folder = synthface_root() / config.name
     if _complete(folder):
         return folder, False
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(folder.parent)
     with FileLock(str(folder) + ".lock"):
         if _complete(folder):  # another process built it while this one waited
             return folder, False

@@ -157,6 +157,42 @@ def test_an_incomplete_synth_cache_names_the_synth_command_that_generates_it_aga
     assert load_or_generate(config, workers=1)[2]  # reused
 
 
+def test_a_cache_root_that_is_a_file_names_aunce_bench_cache(tmp_path, monkeypatch):
+    from aunce_bench.synthface import ensure_synthface, synthface_config
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("")
+    monkeypatch.setenv("AUNCE_BENCH_CACHE", str(blocker))
+    result = runner.invoke(app, ["synth", *TINY_OPTIONS])
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: cannot write to {blocker / 'synth'}: Not a directory; the cache root "
+                             f"$AUNCE_BENCH_CACHE={blocker} is a file; set $AUNCE_BENCH_CACHE to a writable folder\n")
+    with pytest.raises(UserError, match=rf"^cannot write to {blocker / 'synthface'}: .*\$AUNCE_BENCH_CACHE={blocker} "):
+        ensure_synthface(synthface_config("resnet18", 40))
+    monkeypatch.delenv("AUNCE_BENCH_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path))  # the default cache root, ~/.cache/aunce_bench, is a file
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "aunce_bench").write_text("")
+    result = runner.invoke(app, ["synth", *TINY_OPTIONS])
+    assert result.exit_code == 2 and result.stderr.endswith(
+        f"the cache root {tmp_path / '.cache' / 'aunce_bench'} (the default; $AUNCE_BENCH_CACHE is not set) is a "
+        "file; set $AUNCE_BENCH_CACHE to a writable folder\n")
+
+
+def test_an_unwritable_cache_root_names_aunce_bench_cache(cold_cache):
+    cold_cache.mkdir()
+    cold_cache.chmod(0o555)
+    try:
+        command = as_user([sys.executable, "-m", "aunce_bench.cli", "synth", *TINY_OPTIONS])
+        result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        cold_cache.chmod(0o755)
+    assert result.returncode == 2
+    assert result.stderr == (f"error: cannot write to {cold_cache / 'synth'}: Permission denied; it is in the cache "
+                             f"root $AUNCE_BENCH_CACHE={cold_cache}; make that writable, or set $AUNCE_BENCH_CACHE to "
+                             "a writable folder\n")
+
+
 def strip_hashes(folder: Path) -> dict:
     """Make the marker of `folder` as aunce-bench wrote it before content hashes were recorded; that marker."""
     marker = json.loads((folder / MARKER_FILE).read_text())

@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from aunce_bench.paths import default_cache_root
+from aunce_bench.paths import check_writable, default_cache_root
 from aunce_bench.report.aggregate import Leaderboard, LabelStats, NoiseCurve, PoseGrid
 from aunce_bench.report.curves import BoardCurves
 from aunce_bench.report.sensitivity import Sensitivity
@@ -329,7 +329,7 @@ def gallery_jpeg(config: dict, fingerprint: str) -> str:
         from aunce_bench.data.synth.gallery import sample_grid
         from aunce_bench.data.synth.generate import SynthConfig
 
-        cached.parent.mkdir(parents=True, exist_ok=True)
+        check_writable(cached.parent)
         with FileLock(f"{cached}.lock"):
             if not cached.is_file():  # another report rendered it while this one waited
                 partial = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
