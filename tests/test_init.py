@@ -5,6 +5,7 @@ shares no identity with any protocol, and a cold cache is built once."""
 import hashlib
 import json
 import multiprocessing
+import time
 from dataclasses import astuple
 
 import pytest
@@ -125,15 +126,21 @@ def offline_hub(tmp_path, monkeypatch):
     return cache
 
 
-def test_imagenet_init_loads_timm_weights_from_the_hub_cache_offline(offline_hub):
-    """A state dict placed where timm's loader looks (the hub cache layout) is what `imagenet` loads."""
+def place_hub_weights(cache) -> dict:
+    """Random test_resnet weights placed where timm's loader looks (the hub cache layout); the state dict."""
     state = {key: torch.randn_like(value) if value.is_floating_point() else value
              for key, value in create_backbone("test_resnet").model.state_dict().items()}
-    repo, revision = offline_hub / "models--timm--test_resnet.r160_in1k", "0" * 40
+    repo, revision = cache / "models--timm--test_resnet.r160_in1k", "0" * 40
     (repo / "snapshots" / revision).mkdir(parents=True)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(revision)
     save_file(state, str(repo / "snapshots" / revision / "model.safetensors"))
+    return state
+
+
+def test_imagenet_init_loads_timm_weights_from_the_hub_cache_offline(offline_hub):
+    """A state dict placed where timm's loader looks (the hub cache layout) is what `imagenet` loads."""
+    state = place_hub_weights(offline_hub)
     backbone, provenance = load_backbone("test_resnet", "imagenet", 64)
     for key, value in backbone.model.state_dict().items():
         assert torch.equal(value, state[key]), key
@@ -153,6 +160,43 @@ def test_imagenet_init_without_network_or_cache_says_where_it_looked(offline_hub
     assert "Traceback" not in result.stderr and "1 of 1 run(s) failed" in result.stderr, result.stderr
     stored = json.loads(runner.invoke(app, ["results", "--db", str(tmp_path / "r.sqlite")]).output)
     assert [run["status"] for run in stored] == ["failed"]
+
+
+@pytest.fixture
+def unreachable_hub(tmp_path, monkeypatch):
+    """An empty hub cache, not set offline, whose hub does not answer: its session's requests raise at once."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    class NoNetwork:
+        def head(self, url, **options):
+            raise OSError("[Errno -2] Name or service not known")
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_session", NoNetwork)
+    return cache
+
+
+def test_imagenet_init_without_network_fails_fast_or_loads_the_cached_copy(unreachable_hub):
+    """One request tells the hub is out of reach; then timm only looks in the cache (no retries for a minute)."""
+    from huggingface_hub import constants
+
+    started = time.perf_counter()
+    with pytest.raises(UserError) as error:
+        load_backbone("test_resnet", "imagenet", 64)
+    assert time.perf_counter() - started < 5
+    assert str(error.value) == (
+        "cannot load ImageNet weights for backbone test_resnet: https://huggingface.co does not answer (OSError: "
+        f"[Errno -2] Name or service not known), and no cached copy in {unreachable_hub}/models--timm--test_resnet."
+        "r160_in1k; connect once so that timm can download them, or pass --init checkpoint:PATH with a local state "
+        "dict")
+    state = place_hub_weights(unreachable_hub)
+    backbone, _ = load_backbone("test_resnet", "imagenet", 64)
+    assert all(torch.equal(value, state[key]) for key, value in backbone.model.state_dict().items())
+    assert constants.HF_HUB_OFFLINE is False  # offline only while loading
 
 
 def test_input_normalisation_comes_from_the_weights_config():

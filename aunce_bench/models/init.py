@@ -13,6 +13,8 @@ SynthFace configuration hash), which enters the run id. `load_backbone` runs whe
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,6 +97,37 @@ def _weights_cache(backbone: str) -> str:
     return str(Path(torch.hub.get_dir()) / "checkpoints")
 
 
+HUB_PROBE_TIMEOUT_S = 5.0
+
+
+def _hub_unreachable(backbone: str) -> str | None:
+    """Why the Hugging Face hub that holds the backbone's weights does not answer one quick request (None where it
+    answers, the weights come from a URL, or the hub is set offline): timm would otherwise retry each file for
+    about 20 s."""
+    from huggingface_hub import constants, get_session
+
+    if not _pretrained_cfg(backbone)["hf_hub_id"] or constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as error:  # whatever the HTTP client raises: no route, no name, timeout, proxy
+        return f"{constants.ENDPOINT} does not answer ({type(error).__name__}: {' '.join(str(error).split())})"
+    return None
+
+
+@contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Inside the block the hub is used offline (its cache only, no retries) where `offline`, as HF_HUB_OFFLINE=1."""
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = previous or offline
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
 def load_backbone(name: str, init: str, image_size: int, device: torch.device | None = None,
                   progress: "Progress | None" = None) -> tuple[TokenBackbone, dict]:
     """The backbone `name` initialised as `init`, and the init's provenance (kind, source, weights hash)."""
@@ -102,12 +135,15 @@ def load_backbone(name: str, init: str, image_size: int, device: torch.device | 
     if parsed.kind == "scratch":
         return create_backbone(name, image_size=image_size), {"init": "scratch"}
     if parsed.kind == "imagenet":
+        unreachable = _hub_unreachable(name)
         try:
-            backbone = create_backbone(name, pretrained=True, image_size=image_size)
+            with _hub_offline(unreachable is not None):
+                backbone = create_backbone(name, pretrained=True, image_size=image_size)
         except Exception as error:  # no network and no cached copy, or a hub error: one line with the ways out
-            raise UserError(f"cannot load ImageNet weights for backbone {name}: {type(error).__name__} (no network "
-                            f"and no cached copy in {_weights_cache(name)}?); connect once so that timm can download "
-                            f"them, or pass --init checkpoint:PATH with a local state dict") from error
+            why = (f"{unreachable}, and no cached copy in {_weights_cache(name)}" if unreachable else
+                   f"{type(error).__name__} (no network and no cached copy in {_weights_cache(name)}?)")
+            raise UserError(f"cannot load ImageNet weights for backbone {name}: {why}; connect once so that timm can "
+                            "download them, or pass --init checkpoint:PATH with a local state dict") from error
         return backbone, {"init": "imagenet", "source": _pretrained_cfg(name)["tag_name"],
                           "cache": _weights_cache(name)}
     if parsed.kind == "checkpoint":
