@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -510,6 +511,27 @@ def test_markup_in_names_is_escaped(evil):
     assert "alert(2)" in html and "</script><script>alert(2)" not in html
     markdown = (out / "leaderboards.md").read_text()  # the Markdown export neutralises markup
     assert "<script>" not in markdown and "evil&lt;script&gt;alert(1)&lt;/script&gt;$x$" in markdown
+
+
+def test_a_name_no_font_draws_is_written_escaped_without_glyph_warnings(tmp_path, monkeypatch):
+    from matplotlib import font_manager
+
+    from aunce_bench.report import plots
+
+    assert plots._fonts()[0][0] == "DejaVu Sans"
+    dejavu = frozenset(font_manager.get_font(font_manager.findfont("DejaVu Sans")).get_charmap())
+    monkeypatch.setattr(plots, "_fonts", lambda: (("DejaVu Sans",), dejavu))  # as where no CJK font is installed
+    rows = [aggregate.MethodRow(name, "strict", [], aggregate.Stat(0.6, None, 1), {"AU1": 0.6})
+            for name in ("日本語", "wce")]
+    board = aggregate.Leaderboard(aggregate.Setting("p", "quick", "t", False), ["AU1"], 0.5, rows,
+                                  {"AU1": 0.3, "mean": None})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)" per character and draw
+        figure = plots.per_au_bars(board, plots.method_colours(["日本語", "wce"]))
+        svg = plots.svg(figure)
+        png = plots.save_png(figure, tmp_path / "bars.png")
+    assert ">\\u65e5\\u672c\\u8a9e</text>" in svg and "日" not in svg
+    assert png.read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.mark.parametrize("case", ["missing", "no done runs"])

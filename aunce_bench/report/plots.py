@@ -8,6 +8,7 @@ text; "$" is escaped so that no name is read as mathtext.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import os
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from aunce_bench.report.sensitivity import Sensitivity
 STYLE = {
     "svg.fonttype": "none",
     "svg.hashsalt": "aunce-bench",  # deterministic element ids
-    "font.family": "sans-serif",
+    "font.family": "sans-serif",  # figures: DejaVu Sans, then CJK fonts (see _fonts)
     "font.size": 9,
     "axes.spines.top": False,
     "axes.spines.right": False,
@@ -45,17 +46,40 @@ CHANCE_COLOUR = "#222222"
 GALLERY_SHAPE = (2, 6)  # rows, columns of sample faces
 
 
+# Installed fonts that draw CJK characters, tried after DejaVu Sans where matplotlib finds them.
+CJK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK KR", "Source Han Sans",
+             "WenQuanYi Zen Hei", "Droid Sans Fallback", "IPAGothic")
+
+
+@functools.cache
+def _fonts() -> tuple[tuple[str, ...], frozenset[int]]:
+    """The sans-serif fonts figures fall back through for each character (DejaVu Sans, then any CJK font
+    matplotlib finds) and the code points they draw between them."""
+    from matplotlib import font_manager
+
+    installed = {entry.name: entry.fname for entry in font_manager.fontManager.ttflist}
+    families = ("DejaVu Sans", *(name for name in sorted(installed) if name in CJK_FONTS or " CJK " in f" {name} "))
+    drawn = set()
+    for family in families:
+        drawn.update(font_manager.get_font(installed[family]).get_charmap())
+    return families, frozenset(drawn)
+
+
 def _styled(function: Callable) -> Callable:
     @wraps(function)
     def styled(*args, **kwargs):
-        with matplotlib.rc_context(STYLE):
+        with matplotlib.rc_context({**STYLE, "font.family": list(_fonts()[0])}):
             return function(*args, **kwargs)
 
     return styled
 
 
 def _text(name: str) -> str:
-    return name.replace("$", r"\$")
+    """`name` as figure text: "$" escaped (no mathtext); a character no font draws written as its escape
+    (日 as \\u65e5), not as an empty box."""
+    drawn = _fonts()[1]
+    return "".join(c if ord(c) in drawn else c.encode("unicode_escape").decode("ascii") for c in name).replace(
+        "$", r"\$")
 
 
 def method_colours(methods: list[str]) -> dict[str, str]:
