@@ -392,12 +392,20 @@ def _execute(runs, store, device, data_root, redo=False, keep_embeddings=False, 
         tracked(o)
 
     store.check_ready()  # before any training, also where every run would be skipped
-    with progress_for(console, total_runs=len(runs)) as progress:
-        if on_ray is not None:
-            return execute_on_ray(runs, store, device, progress, on_ray, on_skip=skipped, on_finish=finished,
-                                  root=data_root, redo=redo, keep_embeddings=keep_embeddings, execution=execution)
-        return execute(runs, store, device, progress, on_skip=skipped, root=data_root, redo=redo,
-                       keep_embeddings=keep_embeddings, execution=execution, on_finish=tracked)
+    try:
+        with progress_for(console, total_runs=len(runs)) as progress:
+            if on_ray is not None:
+                return execute_on_ray(runs, store, device, progress, on_ray, on_skip=skipped, on_finish=finished,
+                                      root=data_root, redo=redo, keep_embeddings=keep_embeddings, execution=execution)
+            return execute(runs, store, device, progress, on_skip=skipped, root=data_root, redo=redo,
+                           keep_embeddings=keep_embeddings, execution=execution, on_finish=tracked)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: the runs it cut short are not stored (launch.Interrupted)
+        for r in getattr(interrupt, "runs", []):
+            typer.echo(f"interrupted: {r.method.name} {r.fold_name} seed {r.seed} noise {r.noise} ({r.run_id}) not "
+                       "stored, neither done nor failed; run the same command again to redo it", err=True)
+        if not getattr(interrupt, "runs", []):
+            typer.echo("interrupted: no run was in progress; run the same command again to go on", err=True)
+        raise typer.Exit(130)
 
 
 def _finish(outcomes, debug: bool) -> None:

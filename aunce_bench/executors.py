@@ -19,8 +19,8 @@ import torch
 from filelock import FileLock, Timeout
 
 from aunce_bench.errors import UserError
-from aunce_bench.launch import (RunFailure, RunOutcome, RunResult, _build_inits, _kept, compute_outcome,
-                                machine_provenance, record_outcome, start_run)
+from aunce_bench.launch import (Interrupted, RunFailure, RunOutcome, RunResult, _build_inits, _kept,
+                                compute_outcome, machine_provenance, record_outcome, start_run)
 from aunce_bench.results import ResultStore
 from aunce_bench.specs import RunSpec
 from aunce_bench.training.common import ExecutionOptions, Progress
@@ -150,7 +150,8 @@ def execute_on_ray(runs: list[RunSpec], store: ResultStore, device: torch.device
 def _drive(ray, runs, store, device, progress, options, on_skip, on_finish, root, redo, keep_embeddings,
            execution) -> list[RunOutcome]:
     """Submit the runs not done, holding each one's lock while its task is in flight, and store each result as
-    it completes; an interrupt cancels the tasks in flight and stores their runs as failed."""
+    it completes; an interrupt cancels the tasks in flight and forgets their runs (`Interrupted`), another
+    exception stores them as failed."""
     locks = store.path.parent / f"{store.path.stem}.locks"
     locks.mkdir(parents=True, exist_ok=True)
     task = ray.remote(_compute_in_task).options(num_cpus=options.cpus_per_run, num_gpus=options.gpus_per_run,
@@ -191,11 +192,16 @@ def _drive(ray, runs, store, device, progress, options, on_skip, on_finish, root
             lock.release()
             on_finish(outcomes[index])
             progress.run_finished()
-    except BaseException as error:  # interrupted: nothing in flight is left looking complete, and the plan stops
+    except BaseException as error:  # nothing in flight is left looking complete, and the plan stops
+        interrupted = isinstance(error, KeyboardInterrupt)
         for ref, (index, lock) in in_flight.items():
             ray.cancel(ref, force=True)
-            if store.status(runs[index].run_id) == "running":
+            if interrupted:
+                store.discard_run(runs[index].run_id)
+            elif store.status(runs[index].run_id) == "running":
                 store.fail_run(runs[index].run_id, type(error).__name__)
             lock.release()
+        if interrupted:
+            raise Interrupted([runs[index] for index, _ in in_flight.values()]) from None
         raise
     return outcomes

@@ -4,7 +4,8 @@ Computing a run (compute_run, compute_outcome) never touches the store; writing 
 does, so that another executor (aunce_bench.executors) can compute runs elsewhere while one process writes.
 
 Runs already done are skipped (unless redone, or their stored metrics or predictions are damaged). A run that
-raises is stored as failed with the exception's type and message and the plan goes on; only an interrupt stops it.
+raises is stored as failed with the exception's type and message and the plan goes on; only an interrupt (Ctrl-C)
+stops it, and the run it cut short is not stored at all (`Interrupted`): the next call runs it again.
 A lock file per run id (beside the store) keeps two processes from executing the same run at once; the
 operating system releases it when its holder dies, even by kill -9. In a distributed run (torchrun), rank 0
 executes the plan and alone writes; the other ranks follow it run by run (see `follow`).
@@ -44,6 +45,14 @@ from aunce_bench.training.probe import extract_features
 
 
 CHECKOUT = Path(__file__).resolve().parent.parent  # the source checkout, when the package runs from one
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while `runs` were executing: none of them is stored, neither done nor failed."""
+
+    def __init__(self, runs: list[RunSpec]):
+        super().__init__()
+        self.runs = runs
 
 
 @dataclass(frozen=True)
@@ -173,7 +182,10 @@ def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress
     try:
         return record_outcome(store, run, compute_outcome(run, device, progress, data_root(root), keep_embeddings,
                                                           execution))
-    except BaseException as error:  # interrupted: never left looking complete, and the plan stops
+    except KeyboardInterrupt:  # not a failure: the run is forgotten, and the plan stops
+        store.discard_run(run.run_id)
+        raise Interrupted([run]) from None
+    except BaseException as error:  # never left looking complete, and the plan stops
         store.fail_run(run.run_id, type(error).__name__, time.perf_counter() - started)
         raise
 

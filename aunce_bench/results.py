@@ -1,6 +1,7 @@
 """ResultStore: the one store of runs, a SQLite database plus per-frame predictions as Parquet.
 
-`runs` holds one row per run (status running -> done | failed, the resolved spec and provenance as JSON),
+`runs` holds one row per run (status running -> done | failed, the resolved spec and provenance as JSON; an
+interrupted run's row is removed, see discard_run),
 `au_metrics` the per-AU metrics per group ("all" or a pose bin such as "pose:yaw+20_pitch+0"), and
 `noise_rates` the realised label-noise rates. Predictions live in `<db stem>.predictions/<run_id>.parquet`
 beside the database. A run becomes "done" only in the transaction that stores its metrics, after its
@@ -567,6 +568,13 @@ class ResultStore:
                 "WHERE run_id = ?",
                 (reason, _real(wall_s), _now(), run_id),
             )
+
+    @_one_line_errors
+    def discard_run(self, run_id: str) -> None:
+        """Remove a running run with its rows, as if it had never started: an interrupted run is neither done nor
+        failed, and the next plan runs it again. A run in any other status stays."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM runs WHERE run_id = ? AND status = 'running'", (run_id,))
 
     def _read_checked(self, conn: sqlite3.Connection, where: str, params: dict
                       ) -> tuple[list[sqlite3.Row], dict[str, list[sqlite3.Row]], dict[str, list[sqlite3.Row]]]:

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from aunce_bench import registry
 from aunce_bench.cli import app
 from aunce_bench.data.noise import NoiseSpec
-from aunce_bench.launch import execute_run
+from aunce_bench.launch import Interrupted, execute_run
 from aunce_bench.protocols import plan_runs
 from aunce_bench.results import ResultStore
 from aunce_bench.specs import load_method, load_protocol
@@ -106,10 +106,17 @@ def test_interrupted_run_is_not_reported_done_and_reruns(tiny_specs, tmp_path, m
         raise KeyboardInterrupt
 
     monkeypatch.setitem(registry.SUPERVISED_LOSSES, "wce", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted) as raised:
         execute_run(run, store, torch.device("cpu"), Progress())
-    assert store.status(run.run_id) == "failed"
-    assert store.runs()[0]["error"] == "KeyboardInterrupt" and store.runs()[0]["mean_f1"] is None
+    assert raised.value.runs == [run]
+    assert store.status(run.run_id) is None and store.runs() == []  # neither done nor failed: not stored
+    db = store.path
+    result = runner.invoke(app, ["run", "--method", str(tiny_specs / "tiny_fast_wce.yaml"), "--protocol",
+                                 str(tiny_specs / "tiny_easy.yaml"), "--quick", "--folds", "1", "--db", str(db)])
+    assert result.exit_code == 130
+    assert result.stderr == (f"interrupted: tiny_fast_wce fold1 seed 0 noise none ({run.run_id}) not stored, neither "
+                             "done nor failed; run the same command again to redo it\n")
+    assert json.loads(runner.invoke(app, ["results", "--db", str(db)]).output) == []
     monkeypatch.undo()
     assert execute_run(run, store, torch.device("cpu"), Progress()).status == "done"
     assert store.status(run.run_id) == "done"

@@ -116,6 +116,19 @@ def test_interrupted_run_stays_running(tmp_path):
             store.predictions("r1")
 
 
+def test_a_discarded_run_is_gone_but_a_done_or_failed_one_stays(tmp_path):
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        for run_id in ("r1", "r2", "r3"):
+            start(store, run_id, seed=int(run_id[1]))
+        finish(store, "r2")
+        store.fail_run("r3", "boom")
+        for run_id in ("r1", "r2", "r3"):
+            store.discard_run(run_id)
+        assert store.status("r1") is None and store.status("r2") == "done" and store.status("r3") == "failed"
+        start(store, "r1")  # the next plan runs it again
+        assert store.status("r1") == "running"
+
+
 def test_failure_inside_finish_run_leaves_the_run_running(tmp_path, monkeypatch):
     def boom(conn, run_id, metrics):
         raise RuntimeError("disk full")
