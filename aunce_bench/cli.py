@@ -18,11 +18,38 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from aunce_bench.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Benchmark harness and leaderboard for facial action unit (AU) detection.")
+class _NoFlagTypes:
+    """Help that writes no value type after a flag: typer's rich help writes `<bool>` after each one, --help
+    included (its plain help writes none)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        for param in self.get_params(ctx):
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        super().format_help(ctx, formatter)
+
+
+class _Command(_NoFlagTypes, TyperCommand):
+    pass
+
+
+class _Group(_NoFlagTypes, TyperGroup):
+    pass
+
+
+class _Typer(typer.Typer):
+    """typer.Typer whose commands are _Command (pass it cls=_Group for its own help)."""
+
+    def command(self, *args, **kwargs):
+        return super().command(*args, **{"cls": _Command, **kwargs})
+
+
+app = _Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+             help="Benchmark harness and leaderboard for facial action unit (AU) detection.")
 console = Console()
 
 # pydantic field -> the CLI option that sets it, for one-line validation errors.
@@ -952,7 +979,8 @@ def _diagnostics_table(page) -> Table:
     return table
 
 
-init_app = typer.Typer(no_args_is_help=True, help="Backbone initialisations: list, show and build SynthFace backbones.")
+init_app = _Typer(cls=_Group, no_args_is_help=True,
+                  help="Backbone initialisations: list, show and build SynthFace backbones.")
 app.add_typer(init_app, name="init")
 
 
