@@ -80,6 +80,9 @@ def prepare(format_name: str, root: Path, *, data_root: Path, images: Path | Non
             raise UserError(f"--landmarks {landmarks}: no such file; pass the landmark list (one line per image)")
         list_sha256 = file_sha256(landmarks)
     root = Path(root)
+    if not root.exists():
+        raise UserError(f"--root {root}: no such file or folder; pass the annotation files as distributed (a folder; "
+                        "csv: the CSV file)")
     images = Path(images) if images is not None else (root if root.is_dir() else root.parent)
     if not images.is_dir():
         raise UserError(f"--images {images}: no such folder; pass the folder that holds the frames or videos")
