@@ -15,12 +15,12 @@ FOLD3_TEST_SUBJECTS = ["B001", "B002", "B003", "B004"]
 def install() -> None:
     real_run_frames = launch.run_frames
 
-    def faulty_run_frames(config, subjects, aus, root, loading):
+    def faulty_run_frames(config, subjects, aus, root, loading, progress):
         if list(aus) == FREQUENT_AUS and list(subjects) == FOLD2_TEST_SUBJECTS:
             raise RuntimeError("disk went away")
         if list(aus) == FREQUENT_AUS and list(subjects) == FOLD3_TEST_SUBJECTS:
             os._exit(1)  # as a segfault or the OOM killer would end the worker
-        return real_run_frames(config, subjects, aus, root, loading)
+        return real_run_frames(config, subjects, aus, root, loading, progress)
 
     def refuse(self, *args, **kwargs):
         raise AssertionError("a Ray task opened a result store; only the driver may write it")

@@ -175,10 +175,10 @@ def test_selection_policies_choose_epochs_on_what_they_say(tiny_specs, short_wce
 def test_one_failing_run_does_not_stop_the_plan(tiny_specs, short_wce, tmp_path, monkeypatch):
     real = launch.run_frames
 
-    def broken_on_fold_2(config, subjects, aus, root, loading):
+    def broken_on_fold_2(config, subjects, aus, root, loading, progress):
         if list(subjects) == ["B005", "B006", "B007", "B008"]:  # the test subjects of fold 2
             raise RuntimeError("disk went away")
-        return real(config, subjects, aus, root, loading)
+        return real(config, subjects, aus, root, loading, progress)
 
     db = tmp_path / "results.sqlite"
     monkeypatch.setattr(launch, "run_frames", broken_on_fold_2)

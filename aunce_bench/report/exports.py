@@ -27,9 +27,12 @@ def _au_columns(runs: list[dict]) -> list[str]:
 
 
 def _rows(runs: list[dict]) -> tuple[list[str], list[list]]:
+    """One row per run: its scalars, the fold's name as runs print it (fold1, bp4d_to_disfa) beside its number,
+    and an F1 column per AU."""
     aus = _au_columns(runs)
-    header = [*_SCALARS, *(f"f1_{au}" for au in aus)]
-    rows = [[run[key] for key in _SCALARS] + [run["per_au_f1"].get(au) for au in aus] for run in runs]
+    header = [*_SCALARS[:6], "fold_name", *_SCALARS[6:], *(f"f1_{au}" for au in aus)]
+    rows = [[run[key] for key in _SCALARS[:6]] + [run["spec"].get("fold_name")] + [run[key] for key in _SCALARS[6:]]
+            + [run["per_au_f1"].get(au) for au in aus] for run in runs]
     return header, rows
 
 
