@@ -179,11 +179,23 @@ def resolved_method(method: MethodSpec, protocol: ProtocolSpec, budget: str, ini
         check_loss(resolved.loss, method.where)
     check_backbone(resolved.model.backbone, method.where)
     chosen = init or resolved.model.init or protocol.budget(budget).init or DEFAULT_INIT[budget]
+    _check_synthface_crop(chosen, protocol, budget)
     where = ("invalid init" if init or not (resolved.model.init or protocol.budget(budget).init) else
              f"{method.where}: field 'model.init'" if resolved.model.init else
              f"{protocol.where}: field 'budgets.{budget}.init'")  # what set the init, for its messages
     chosen, init_hash = resolve_init(chosen, resolved.model.backbone, protocol.budgets[budget].crop_size, where)
     return resolved.model_copy(update={"model": resolved.model.model_copy(update={"init": chosen})}), init_hash
+
+
+def _check_synthface_crop(init: str, protocol: ProtocolSpec, budget: str) -> None:
+    """A SynthFace init needs the budget's network input to be one a build takes."""
+    from aunce_bench.synthface import MIN_CROP_SIZE
+
+    crop = protocol.budgets[budget].crop_size
+    if init == "synthface" and crop < MIN_CROP_SIZE:
+        raise UserError(f"{protocol.where}: field 'budgets.{budget}.crop_size': {crop} px is smaller than the "
+                        f"{MIN_CROP_SIZE} px a SynthFace init needs; use a crop_size of at least {MIN_CROP_SIZE}, or "
+                        "another init (e.g. --init scratch)")
 
 
 def _check_pool_disjoint(plans: list[FoldPlan], protocol: ProtocolSpec) -> None:

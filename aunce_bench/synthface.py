@@ -45,6 +45,7 @@ WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 HISTORY_STAGE = "init pretraining (SynthFace)"  # its stage in the history of the runs starting from it
 OBJECTIVES = ("landmarks", "simclr")
+MIN_CROP_SIZE = 32  # px: the smallest network input a build takes
 
 
 class SynthFaceConfig(BaseModel):
@@ -53,7 +54,7 @@ class SynthFaceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     backbone: str = "resnet18"
-    crop_size: int = Field(56, ge=32, le=512, description="network input (random crops of the pool images)")
+    crop_size: int = Field(56, ge=MIN_CROP_SIZE, le=512, description="network input (random crops of the pool images)")
     objective: Literal["landmarks", "simclr"] = "landmarks"
     identities_per_profile: int = Field(30, ge=1)
     sequences: int = Field(2, ge=1)

@@ -166,6 +166,18 @@ def test_a_method_yaml_names_itself_and_the_field_of_a_bad_recipe_include_or_ini
            "path of a state dict (.pth, .pt, .bin or .safetensors)\n")
 
 
+def test_a_crop_too_small_for_the_synthface_init_names_the_protocol_field(tiny_specs, tmp_path):
+    protocol = tmp_path / "small_crop.yaml"
+    protocol.write_text((tiny_specs / "tiny_easy.yaml").read_text().replace("crop_size: 40,\n                init: scratch}",
+                                                                            "crop_size: 24}"))
+    method = str(tiny_specs / "tiny_fast_wce.yaml")
+    assert run_line("--method", method, "--protocol", str(protocol), "--quick") == (
+        2, f"error: {protocol}: field 'budgets.quick.crop_size': 24 px is smaller than the 32 px a SynthFace init "
+           "needs; use a crop_size of at least 32, or another init (e.g. --init scratch)\n")
+    planned = plan_runs(load_method(method), load_protocol(str(protocol)), "quick", [1], [0], CLEAN, init="scratch")
+    assert planned[0].crop_size == 24
+
+
 def test_every_builtin_method_plans_at_every_budget():
     protocol = load_protocol("synth_bp4d_3fold")
     names = list_methods()
