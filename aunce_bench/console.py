@@ -139,7 +139,7 @@ class PlainProgress(Progress):
         self.batches_done += 1
         if time.monotonic() - self.batch_said >= PLAIN_BATCH_EVERY_S:
             self.batch_said = time.monotonic()
-            epoch = self.batches_done // max(self.batches_per_epoch, 1) + 1
+            epoch = (self.batches_done - 1) // max(self.batches_per_epoch, 1) + 1
             self._say(f"{self.stage_name}: epoch {epoch}/{self.epochs}, batch "
                       f"{self.batches_done - (epoch - 1) * self.batches_per_epoch}/{self.batches_per_epoch}, "
                       f"loss {loss:.4f}, {self._eta(self.batches_done, self.epochs * self.batches_per_epoch)}")
