@@ -1,9 +1,9 @@
 """Per-AU detection metrics under the community evaluation convention.
 
-Convention (FACTS.md s5, as in ME-GraphAU/AUNCE/JAA-Net): per AU, a frame is predicted positive iff its
-probability is >= the threshold (0.5); TP/FP/FN are pooled over all frames of a test fold (never averaged
-over subjects or sequences); F1 per AU, mean over AUs = the fold score. Frames whose label is missing (-1)
-are excluded per AU.
+Convention (as in ME-GraphAU/AUNCE/JAA-Net; docs/PROTOCOLS.md#evaluation): per AU, a frame is predicted
+positive iff its probability is >= the threshold (0.5); TP/FP/FN are pooled over all frames of a test fold (never
+averaged over subjects or sequences); F1 per AU, mean over AUs = the fold score. Frames whose label is missing
+(-1) are excluded per AU.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ def fold_plans(protocol: ProtocolSpec, budget_name: str, root: Path | None = Non
     parts = _parts(protocol, train)
     plans = []
     for k in range(1, len(parts) + 1):
-        test_part = parts[len(parts) - k]  # fold 1 tests the last part, as in FACTS.md s3
+        test_part = parts[len(parts) - k]  # fold 1 tests the last part, as published
         train_subjects = [s for part in parts if part is not test_part for s in part]
         plans.append(FoldPlan(k, f"fold{k}", train.config, test.config, train_subjects, test_part, aus))
     return plans

@@ -113,7 +113,7 @@ DataSpec = Annotated[Union[Annotated[SynthData, Tag("synth")], Annotated[Prepare
 
 class KFoldSplit(Strict):
     """Subject-independent k folds: the data's subjects split into k parts in order; fold k tests on part
-    n+1-k (FACTS.md s3)."""
+    n+1-k (docs/PROTOCOLS.md#splits)."""
 
     kind: Literal["kfold"]
     n_folds: int = Field(3, ge=2, le=100)
@@ -125,8 +125,9 @@ def parts_sha256(parts: list[list[str]]) -> str:
 
 
 class PartsSplit(Strict):
-    """Subject-independent folds over pinned subject parts (the published splits, FACTS.md s3): fold k tests on
-    part n+1-k and trains on the others. `sha256` (`parts_sha256`) pins the lists against silent edits."""
+    """Subject-independent folds over pinned subject parts (the published splits,
+    docs/PROTOCOLS.md#splits): fold k tests on part n+1-k and trains on the others. `sha256`
+    (`parts_sha256`) pins the lists against silent edits."""
 
     kind: Literal["parts"]
     parts: list[list[str]] = Field(min_length=2)

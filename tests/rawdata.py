@@ -1,4 +1,4 @@
-"""Writers of small raw-dataset trees in the formats of FACTS.md s2, for the importer tests.
+"""Writers of small raw-dataset trees in the formats of docs/PROTOCOLS.md#formats, for the importer tests.
 
 Each writer lays out annotation files as distributed and frames (tiny generated images or videos) in the
 conventional layout, and returns the rows it wrote, so tests can check the imported index frame by frame.

@@ -1,5 +1,5 @@
-"""Raw-format importers: small trees in each format of FACTS.md s2, imported with `prepare` and checked
-frame by frame; malformed annotations fail with one line naming the file and line."""
+"""Raw-format importers: small trees in each format of docs/PROTOCOLS.md#formats, imported with `prepare`
+and checked frame by frame; malformed annotations fail with one line naming the file and line."""
 
 import numpy as np
 import pytest

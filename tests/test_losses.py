@@ -1,4 +1,5 @@
-"""AUNCE loss (FACTS.md s7) against a direct exp-space reference, its numerics, and the weighted losses."""
+"""AUNCE loss (docs/PROTOCOLS.md#aunce-as-released) against a direct exp-space reference, its numerics,
+and the weighted losses."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ LABELS = torch.tensor([[1, 0, 1], [0, 0, 1], [1, 1, 1], [0, 0, 1], [1, 0, 1], [0
 
 
 def reference(z1, z2, labels, modes, variant, tau=0.5, e_pos=1.2, e_neg=0.8):
-    """Literal exp-space float64 computation of FACTS.md s7 with loops; -1 labels are skipped."""
+    """Literal exp-space float64 computation of the released AUNCE loss with loops; -1 labels are skipped."""
     z = torch.cat([z1, z2]).double()
     y = torch.cat([labels, labels]).tolist()
     n, b = z.shape[0], z.shape[0] // 2
@@ -80,7 +81,7 @@ def test_official_max_positive_is_one_over_tau():
     y = LABELS[:, :1]
     got = aunce_loss(z1[:, :1], z2[:, :1], y, positive_modes=torch.tensor([0]), temperature=0.25)
     assert got.item() == pytest.approx(reference(z1[:, :1], z2[:, :1], y, [0], "official", tau=0.25), abs=1e-5)
-    # FACTS.md s7 quirk: a is its own positive, so log pos = z.z / tau = 1 / tau for every anchor.
+    # quirk of the released loss: a is its own positive, so log pos = z.z / tau = 1 / tau for every anchor.
     z = torch.cat([z1, z2])[:, 0]
     s = z @ z.T / 0.25
     yy = torch.cat([y, y])[:, 0]
@@ -105,7 +106,7 @@ def aligned_views(seed: int):
 
 
 def naive_fp16(z1, z2, y, tau):
-    """exp, power, ratio in float16 (what FACTS.md s7 warns against), official mean mode."""
+    """exp, power, ratio in float16 (as released: it overflows once e*S > 11), official mean mode."""
     z = torch.cat([z1, z2]).half().transpose(0, 1)
     yy = torch.cat([y, y]).T
     sim = torch.exp(z @ z.transpose(1, 2) / tau)

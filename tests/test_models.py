@@ -1,4 +1,5 @@
-"""aunce_bench.models: token backbones, per-AU heads and the AUNCE encoder (FACTS.md s7)."""
+"""aunce_bench.models: token backbones, per-AU heads and the AUNCE encoder
+(docs/PROTOCOLS.md#aunce-as-released)."""
 
 import pytest
 import torch

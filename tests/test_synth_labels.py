@@ -1,4 +1,5 @@
-"""The SynthAU label process reproduces the FACTS.md s4 label statistics of BP4D and DISFA."""
+"""The SynthAU label process reproduces the label statistics of BP4D and DISFA
+(docs/PROTOCOLS.md#label-statistics)."""
 
 from __future__ import annotations
 
@@ -27,14 +28,14 @@ N_SUBJECTS = 400
 PROFILE_KEYS = {"bp4d": 0, "disfa": 1}
 COLUMN = {au: k for k, au in enumerate(RENDERED_AUS)}
 
-# FACTS.md s4, written out here so that a changed profile cannot silently move the targets.
+# docs/PROTOCOLS.md#label-statistics, written out here so that a changed profile cannot silently move the targets.
 FACTS_BASE_RATES = {
     "bp4d": {1: 0.211, 2: 0.171, 4: 0.203, 6: 0.461, 7: 0.549, 10: 0.594, 12: 0.562,
              14: 0.466, 15: 0.169, 17: 0.343, 23: 0.165, 24: 0.151},
     "disfa": {1: 0.050, 2: 0.043, 4: 0.152, 6: 0.079, 9: 0.042, 12: 0.129, 25: 0.277, 26: 0.088},
 }  # fmt: skip
 FACTS_PHI = {"bp4d": {(1, 2): 0.46, (7, 12): 0.35}, "disfa": {(1, 2): 0.63, (12, 25): 0.46}}
-AU12_EPISODE_BAND = {"bp4d": (60, 200), "disfa": (35, 140)}  # FACTS.md medians: 123 and 71
+AU12_EPISODE_BAND = {"bp4d": (60, 200), "disfa": (35, 140)}  # measured medians: 123 and 71
 
 
 @pytest.fixture(scope="module", params=["bp4d", "disfa"])

@@ -31,7 +31,7 @@ from aunce_bench.data.formats.common import Unit
 from aunce_bench.data.landmarks import similarity, template, transform
 from aunce_bench.errors import UserError
 
-OUTPUT_SIZE = 256  # aligned faces, as the paper settings (FACTS.md s7)
+OUTPUT_SIZE = 256  # aligned faces, as the paper settings (docs/PROTOCOLS.md#paper-settings)
 DETECT_MAX_SIDE = 640  # the first detection runs on a copy at most this large (VGA: frames of 480 px miss more)
 MIN_FACE = 40  # px at detection scale: AU datasets film one large face
 THRESHOLDS = [0.5, 0.5, 0.6]  # MTCNN's three stages; its defaults (0.6, 0.7, 0.7) miss more rolled, dim faces

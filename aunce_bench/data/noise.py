@@ -1,4 +1,4 @@
-"""Synthetic label noise for multi-label AU data (FACTS.md s9).
+"""Synthetic label noise for multi-label AU data (docs/PROTOCOLS.md#label-noise).
 
 A noise model gives, per AU, rho_10 = P(observed 0 | true 1) and rho_01 = P(observed 1 | true 0).
 AU positives are rare, so a symmetric per-entry flip mostly creates false positives: `apply_label_noise`

@@ -1,4 +1,5 @@
-"""The AUNCE contrastive loss (FACTS.md s7), vectorised over AUs and computed in log space.
+"""The AUNCE contrastive loss (docs/PROTOCOLS.md#aunce-as-released), vectorised over AUs and computed in
+log space.
 
 Extension over the released loss: labels may be -1 (missing). A missing entry is neither a positive nor a
 negative of any anchor, and its own anchors are left out of the mean over anchors; an AU without any
@@ -86,7 +87,7 @@ def aunce_loss(
         raise ValueError(f"positive_modes must be an integer tensor of shape [{K}] with values 0, 1 or 2")
 
     dtype = torch.promote_types(z1.dtype, torch.float32)
-    # FACTS.md s7: exp-then-power overflows fp16 once e*S > 11, so stay in log space and >= float32.
+    # The released exp-then-power overflows fp16 once e*S > 11, so stay in log space and >= float32.
     with torch.autocast(device_type=z1.device.type, enabled=False):
         n = 2 * B
         z = torch.cat([z1, z2]).to(dtype).transpose(0, 1)  # [K, 2B, D]
@@ -107,7 +108,7 @@ def aunce_loss(
 
         log_pos_max = _masked_reduce(s, pos, has_pos, lambda v: v.amax(-1))
         log_pos_sum = _masked_reduce(s, pos, has_pos, lambda v: torch.logsumexp(v, -1))
-        # FACTS.md s7: the released mean divides by 2B, not by |P| (the "paper" variant uses |P|).
+        # The released mean divides by 2B, not by |P| (the "paper" variant uses |P|).
         log_count = math.log(n) if variant == "official" else n_pos.clamp(min=1).to(dtype).log()
         other_view = (torch.arange(n, device=z.device) + B) % n
         log_pos_aug = s[:, torch.arange(n, device=z.device), other_view]
@@ -119,6 +120,6 @@ def aunce_loss(
         log_neg = _masked_reduce(exponent * s, neg, has_neg, lambda v: torch.logsumexp(v, -1))
 
         counted = valid & has_neg
-        loss = torch.where(counted, F.softplus(log_neg - log_pos), 0.0)  # 0 without negatives (FACTS.md s7)
+        loss = torch.where(counted, F.softplus(log_neg - log_pos), 0.0)  # 0 without negatives, as released
         per_au = loss.sum(-1) / valid.sum(-1).clamp(min=1)
         return per_au.mean()

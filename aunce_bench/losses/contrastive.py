@@ -1,4 +1,4 @@
-"""Contrastive baselines of AUNCE (FACTS.md s8), per AU, for `recipe: contrastive_probe`.
+"""Contrastive baselines of AUNCE, per AU, for `recipe: contrastive_probe` (docs/PROTOCOLS.md#baseline-losses).
 
 Each takes the two views' unit-norm per-AU embeddings z1, z2 [B, K, D] and labels [B, K] in {1, 0, -1 missing},
 and returns the mean over AUs of a loss over the 2B stacked views of that AU, like `aunce_loss`:

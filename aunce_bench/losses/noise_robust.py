@@ -1,4 +1,5 @@
-"""Noise-robust supervised AU losses that need more than one batch's logits (FACTS.md s8).
+"""Noise-robust supervised AU losses that need more than one batch's logits
+(docs/PROTOCOLS.md#baseline-losses).
 
 - `ELR` (Liu et al. 2020, early-learning regularisation): class-weighted BCE plus lam * log(1 - <p, t>), where t
   is a running average of the model's own predictions per training frame and AU; it keeps the model close to

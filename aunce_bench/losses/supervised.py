@@ -1,4 +1,4 @@
-"""Supervised multi-label AU losses beside WCE (FACTS.md s8), for `recipe: supervised`.
+"""Supervised multi-label AU losses beside WCE, for `recipe: supervised` (docs/PROTOCOLS.md#baseline-losses).
 
 Each takes logits [B, K], labels [B, K] in {1, 0, -1 missing} and the class weights [K] the recipe passes (used
 only by the class-weighted losses), skips missing entries and averages over the labelled ones. Where a

@@ -1,6 +1,6 @@
-"""Class-weighted supervised AU losses: weights (FACTS.md s4), weighted BCE (FACTS.md s8) and the
-AUNCE linear-probe softmax cross-entropy (FACTS.md s7). Labels use -1 for missing; missing entries are
-skipped and the losses average over the non-missing entries (0 when there is none)."""
+"""Class-weighted supervised AU losses: weights (docs/PROTOCOLS.md#label-statistics), weighted BCE and
+the AUNCE linear-probe softmax cross-entropy (docs/PROTOCOLS.md#baseline-losses). Labels use -1 for missing;
+missing entries are skipped and the losses average over the non-missing entries (0 when there is none)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ __all__ = ["class_weights", "weighted_bce", "weighted_softmax_ce"]
 
 
 def class_weights(labels: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Per-AU weights w_k = (1/r_k) / sum_j(1/r_j) * K from labels [N, K] in {0, 1, -1} (FACTS.md s4).
+    """Per-AU weights w_k = (1/r_k) / sum_j(1/r_j) * K from labels [N, K] in {0, 1, -1}, as in ME-GraphAU/AUNCE.
 
     r_k is the positive rate over the non-missing entries of AU k, clamped to [1/N, 1 - 1/N] so that an
     AU without positives (or without negatives) gets a finite weight. Returns float32 [K].
@@ -49,7 +49,7 @@ def _mean_over_labelled(loss: torch.Tensor, labelled: torch.Tensor) -> torch.Ten
 
 
 def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Mean of w_k * BCE-with-logits over the non-missing entries of logits/labels [B, K] (FACTS.md s8 WCE)."""
+    """Mean of w_k * BCE-with-logits over the non-missing entries of logits/labels [B, K] (WCE)."""
     _check(logits, labels, weights, two_class=False)
     with torch.autocast(device_type=logits.device.type, enabled=False):
         dtype = torch.promote_types(logits.dtype, torch.float32)
@@ -63,7 +63,7 @@ def weighted_softmax_ce(
     logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, min_prob: float = 1e-3
 ) -> torch.Tensor:
     """AUNCE linear-probe loss: per-AU softmax over logits [B, K, 2], probabilities clamped at `min_prob`,
-    mean of -w_k log p_y over the non-missing entries (FACTS.md s7)."""
+    mean of -w_k log p_y over the non-missing entries."""
     _check(logits, labels, weights, two_class=True)
     if not 0 < min_prob < 0.5:
         raise ValueError(f"min_prob must lie in (0, 0.5), got {min_prob}")

@@ -1,4 +1,5 @@
-"""Encoders for AU detection: timm token backbones and the AUNCE per-AU heads (FACTS.md s7)."""
+"""Encoders for AU detection: timm token backbones and the AUNCE per-AU heads
+(docs/PROTOCOLS.md#aunce-as-released)."""
 
 from .backbones import TokenBackbone, create_backbone
 from .encoder import AUEncoder, create_encoder

@@ -1,4 +1,5 @@
-"""The AUNCE encoder (FACTS.md s7): backbone tokens -> per-AU node features -> AU graph layer."""
+"""The AUNCE encoder: backbone tokens -> per-AU node features -> AU graph layer
+(docs/PROTOCOLS.md#aunce-as-released)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class AUEncoder(nn.Module):
         return self.graph(nodes) if self.graph is not None else nodes
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Unit-norm node features z[b, k] for the contrastive losses (FACTS.md s7)."""
+        """Unit-norm node features z[b, k] for the contrastive losses."""
         return F.normalize(self(x), dim=-1)
 
 
@@ -40,7 +41,7 @@ def create_encoder(
     top_k: int = 4,
 ) -> AUEncoder:
     """Build an :class:`AUEncoder` on a timm backbone; ``dim`` defaults to the backbone width
-    (1024 for swin_base_patch4_window7_224 as in FACTS.md s7, 512 for resnet18)."""
+    (1024 for swin_base_patch4_window7_224 as released, 512 for resnet18)."""
     backbone = create_backbone(
         backbone_name, pretrained=pretrained, checkpoint_path=checkpoint_path, image_size=image_size
     )

@@ -1,4 +1,5 @@
-"""Per-AU heads of the AUNCE encoder (FACTS.md s7): feature blocks, graph layer, linear classifiers."""
+"""Per-AU heads of the AUNCE encoder: feature blocks, graph layer, linear classifiers
+(docs/PROTOCOLS.md#aunce-as-released)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from torch import nn
 
 
 class AUFeatureBlocks(nn.Module):
-    """K per-AU blocks Linear(in_dim, dim) + BatchNorm + ReLU on every token, mean over tokens (FACTS.md s7).
+    """K per-AU blocks Linear(in_dim, dim) + BatchNorm + ReLU on every token, mean over tokens, as released.
 
     All AUs run as one Linear(in_dim, K*dim) and one BatchNorm1d(K*dim) over the B*T tokens, which is
     exactly K separate blocks because BatchNorm statistics are per channel. Maps [B, T, in_dim] -> [B, K, dim].
@@ -30,7 +31,7 @@ class AUFeatureBlocks(nn.Module):
 
 
 class AUGraph(nn.Module):
-    """ANFL-style graph layer over the K AU nodes (FACTS.md s7): [B, K, D] -> [B, K, D].
+    """ANFL-style graph layer over the K AU nodes, as released: [B, K, D] -> [B, K, D].
 
     Per sample, A[i, j] = 1 for the ``top_k`` nodes j with the largest dot product <x_i, x_j> of the
     detached features (node i itself usually among them, as in the release) and 0 otherwise, so A is

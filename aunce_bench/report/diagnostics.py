@@ -8,7 +8,7 @@ embeddings and pairs i != j counted once:
 - the von Mises-Fisher concentration kappa of each class, by the approximation of Banerjee et al. (2005),
   kappa = R (d - R^2) / (1 - R^2) with R the mean resultant length: scipy's `vonmises_fisher.fit` (1.17)
   returns 1e-8 for any sample once d is above a few hundred (its Bessel ratio underflows);
-- hard negatives and AUNCE's re-weighting (FACTS.md s7): per anchor class, the share of its negatives that are
+- hard negatives and AUNCE's re-weighting: per anchor class, the share of its negatives that are
   hard, more similar to the anchor than the anchor's mean positive (another frame of its class), and the mean
   weight AUNCE gives its negatives, exp((e - 1) s_al / temperature) with e = exponent_pos where the anchor's AU
   is present and exponent_neg where absent (above 1: up-weighted relative to InfoNCE). Every negative pair is one

@@ -1,4 +1,8 @@
-"""Stored runs as JSON (the DESIGN.md s4 schema), CSV or Markdown, one row per run; leaderboards likewise.
+"""Stored runs as JSON, CSV or Markdown, one row per run; leaderboards likewise.
+
+The JSON of `aunce-bench results --format json` is a contract other tools rely on: a list with one object per
+run holding at least run_id, method, protocol, dataset, fold, seed, noise ("none", "symmetric:0.2"), status
+("done" | "failed" | "running"), mean_f1 (0..1), per_au_f1 ("AU1" -> 0..1), chance_f1, wall_s, init and selection.
 
 Stored strings (method and protocol names come from user YAMLs) are neutralised: Markdown cells escape HTML
 and link markup, CSV cells that a spreadsheet would run as a formula (=, +, -, @ first) get a leading `'`.

@@ -45,8 +45,8 @@ class Progress:
 
 @dataclass(frozen=True)
 class ExecutionOptions:
-    """How a run's models execute. These change speed, not the run's identity (DESIGN.md s3): they stay out of
-    the run id and are recorded in the run's provenance.
+    """How a run's models execute. These change speed, not the run's identity: an option that changes speed, memory
+    or the last digits, not what a number means, stays out of the run id and is recorded in the run's provenance.
 
     precision: "fp32", or "bf16" / "fp16" autocast around forward passes (losses compute in float32; fp16 scales
     its gradients). channels_last: the channels-last memory format for convolutional backbones; None means on

@@ -1,4 +1,5 @@
-"""Contrastive pretraining of an AU encoder on two augmented views per image (AUNCE, FACTS.md s7)."""
+"""Contrastive pretraining of an AU encoder on two augmented views per image (AUNCE,
+docs/PROTOCOLS.md#aunce-as-released)."""
 
 from __future__ import annotations
 

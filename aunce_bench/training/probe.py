@@ -67,7 +67,7 @@ def probe_probabilities(head: PerAULinear, features: torch.Tensor) -> np.ndarray
 def train_probe(features: torch.Tensor, labels: np.ndarray, val_features: torch.Tensor | None,
                 val_labels: np.ndarray | None, spec: OptimSpec, threshold: float, ctx: TrainContext
                 ) -> tuple[PerAULinear, dict[str, float]]:
-    """Per-AU Linear(D -> 2) with weighted softmax cross-entropy (FACTS.md s7) on cached features."""
+    """Per-AU Linear(D -> 2) with weighted softmax cross-entropy (AUNCE's linear evaluation) on cached features."""
     device = ctx.device
     head = PerAULinear(features.shape[1], features.shape[2], 2).to(device)
     features, targets = features.to(device), torch.from_numpy(labels).to(device)

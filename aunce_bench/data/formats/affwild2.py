@@ -1,4 +1,4 @@
-"""Aff-Wild2 AU annotations of the ABAW challenge (FACTS.md s2).
+"""Aff-Wild2 AU annotations of the ABAW challenge (docs/PROTOCOLS.md#formats).
 
 `AU_Set/Train_Set/<video>.txt` and `AU_Set/Validation_Set/<video>.txt` (the official partitions). The first
 line names the AUs (`AU1,AU2,AU4,...`); each further line is one frame, values 0, 1 or -1 (not annotated:

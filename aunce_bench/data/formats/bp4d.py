@@ -1,8 +1,8 @@
-"""BP4D and BP4D+ occurrence codes (FACTS.md s2).
+"""BP4D and BP4D+ occurrence codes (docs/PROTOCOLS.md#formats).
 
 `AUCoding/AU_OCC/F001_T1.csv`, one file per subject x task. The header row names the columns: column `0`
 is the frame number, every other column an AU number (BP4D: `0,1,2,...,99`; BP4D+: only the coded AUs, the
-12 of FACTS.md s1 at non-contiguous positions). The header is always read, never assumed. Values: 0 absent,
+12 BP4D AUs at non-contiguous positions). The header is always read, never assumed. Values: 0 absent,
 1 present, 9 unknown (missing: -1 in the FrameIndex). Frame `2440` of `F001_T1` is the image
 `F001/T1/2440.jpg` under the image folder, with or without zero padding (`2440.jpg`, `0042.jpg`), any of
 the extensions jpg, jpeg, png, bmp. The image list (what a landmark list's lines follow) is every data row of

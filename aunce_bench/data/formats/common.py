@@ -1,6 +1,6 @@
 """What every raw-format importer produces, and the helpers they share.
 
-An importer reads a corpus's annotation files as distributed (FACTS.md s2) and returns a `Scan`: the
+An importer reads a corpus's annotation files as distributed (docs/PROTOCOLS.md#formats) and returns a `Scan`: the
 dataset's AUs and one `Unit` per sequence (the frames of one image folder or video, in order) with labels
 (1 present, 0 absent, -1 missing), intensities where the format has them, where each frame's image is, and
 landmarks where the dataset gives them. Formats of image files also number their image list (`Scan.image_list`),

@@ -1,4 +1,4 @@
-"""DISFA intensity codes (FACTS.md s2).
+"""DISFA intensity codes (docs/PROTOCOLS.md#formats).
 
 `ActionUnit_Labels/SN001/SN001_au1.txt`, one file per subject x AU (AUs 1 2 4 5 6 9 12 15 17 20 25 26), no
 header, lines `frame,intensity` with frames 1-based and intensities 0-5. Occurrence = intensity >=

@@ -1,4 +1,4 @@
-"""FERA 2017 occurrence codes and multi-view videos (FACTS.md s2).
+"""FERA 2017 occurrence codes and multi-view videos (docs/PROTOCOLS.md#formats).
 
 `FERA17_TR_F001_T1.csv` (training partition; `VA` validation) holds the occurrence codes of task T1 of
 subject F001: a header row whose first column is the frame number and whose other columns name AUs ('1',

@@ -1,12 +1,13 @@
-"""The list format most AU papers ship (ME-GraphAU, AUNCE; FACTS.md s2).
+"""The list format most AU papers ship (ME-GraphAU, AUNCE; docs/PROTOCOLS.md#formats).
 
 `list/{DS}_test_img_path_fold{k}.txt` (one image path per line, relative to the image folder) and
 `list/{DS}_test_label_fold{k}.txt` (space-separated 0/1 per AU, one line per image; 9 or -1 would be
 missing). The test lists of the folds together hold every frame exactly once, so they are what is read;
-the train and weight lists are derived from them. `DS` is BP4D or DISFA, whose AU order is FACTS.md s1; the
-prepared dataset is named after it (`bp4d`, `disfa`), so the published protocols run on it. A path
-`F001/T1/2440.jpg` is subject F001, sequence T1, frame 2440; `SN001/0.png` is subject SN001, frame 0. The image
-list (what a landmark list's lines follow) is the lines of the image path lists, fold 1 first.
+the train and weight lists are derived from them. `DS` is BP4D or DISFA, whose AU order is that of
+docs/PROTOCOLS.md#au-sets; the prepared dataset is named after it (`bp4d`, `disfa`), so the published
+protocols run on it. A path `F001/T1/2440.jpg` is subject F001, sequence T1, frame 2440; `SN001/0.png` is subject
+SN001, frame 0. The image list (what a landmark list's lines follow) is the lines of the image path lists, fold 1
+first.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ with occurrence defined as intensity >= 2:
 * how much subjects differ (`subject_weight`, see below).
 
 Two profiles mimic the real datasets: ``"bp4d"`` and ``"disfa"``. Figures for the AUs a
-dataset labels come from FACTS.md s4 (measured on public per-frame label dumps); everything
+dataset labels come from docs/PROTOCOLS.md#label-statistics (measured on public per-frame labels); everything
 else is a documented, plausible choice, because every SynthAU image renders all 17 AUs of
 `RENDERED_AUS` even when a profile only evaluates a subset.
 """
@@ -37,7 +37,7 @@ class LabelStatistics:
         subject_weight: share of the latent variance that is a per-subject constant (0..1).
             Larger values make subjects differ more (per-subject base rates spread out) and
             leave less within-subject variation; 0.25 gives a per-subject base-rate std of
-            0.13-0.21 for the BP4D AUs with rates >= 15 %, close to the 0.16-0.20 of FACTS.md s4.
+            0.13-0.21 for the BP4D AUs with rates >= 15 %, close to the 0.16-0.20 measured on BP4D.
         frames_per_sequence: default frames per sequence.
         sequences_per_subject: default sequences per subject.
         n_subjects: default number of subjects.
@@ -91,14 +91,15 @@ class LabelStatistics:
 # was reachable.
 
 # BP4D. Labelled base rates, the measured phi values (AUs 1 2 4 7 12) and the episode medians of
-# AU1 2 4 7 12 are FACTS.md s4; 41 subjects x 8 tasks and ~490 frames per sequence are FACTS.md s1/s4.
+# AU1 2 4 7 12 are measured (docs/PROTOCOLS.md#label-statistics), as are 41 subjects x 8 tasks
+# (#au-sets there) and ~490 frames per sequence.
 # Chosen (not measured): base rates of the unlabelled AU5/9/20 (rare, 4-5 %), AU25 (35 %, lips part
 # in most smiles and speech), AU26 (10 %); episode medians of AU6/10/14 (long, smile-like), of
 # AU15/17/23/24 (short, 30-40 frames) and of the unlabelled AUs; the "widely reported" correlations
-# of FACTS.md s4 (AU6-AU12 smile, AU17-AU23-AU24, AU10-AU12-AU14, AU12-AU15 negative), AU6-AU7 and a
+# (AU6-AU12 smile, AU17-AU23-AU24, AU10-AU12-AU14, AU12-AU15 negative), AU6-AU7 and a
 # few anatomical pairs (AU1/2-AU5 surprise, AU4-AU9, AU9-AU10, AU25-AU26). Pairs among AU1 2 4 7 12
-# not listed in FACTS.md measure |phi| <= 0.07 and are left at 0. Subject weight 0.25 gives the
-# per-subject base-rate std of 0.16-0.20 of FACTS.md s4.
+# other than the measured ones have |phi| <= 0.07 and are left at 0. Subject weight 0.25 gives the
+# per-subject base-rate std of 0.16-0.20 measured on BP4D.
 BP4D = LabelStatistics(
     name="bp4d",
     labelled_aus=(1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24),
@@ -108,7 +109,7 @@ BP4D = LabelStatistics(
         5: 0.05, 9: 0.04, 20: 0.05, 25: 0.35, 26: 0.10,
     },
     phi={
-        # measured, FACTS.md s4
+        # measured (docs/PROTOCOLS.md#label-statistics)
         (1, 2): 0.46, (1, 4): 0.12, (2, 4): -0.08, (4, 12): -0.26, (7, 12): 0.35, (2, 12): 0.11,
         # chosen: smile cluster AU6 7 10 12 14 25 and its links
         (6, 12): 0.55, (6, 7): 0.40, (6, 10): 0.30, (6, 14): 0.25, (6, 25): 0.30, (6, 26): 0.05,
@@ -131,14 +132,15 @@ BP4D = LabelStatistics(
 )
 
 # DISFA. Labelled base rates, the measured phi values (AUs 1 2 4 12 25 26) and the episode medians
-# of AU1 2 4 12 25 26 are FACTS.md s4; 27 subjects with one 4,845-frame video each is FACTS.md s1.
+# of AU1 2 4 12 25 26 are measured (docs/PROTOCOLS.md#label-statistics); 27 subjects with one
+# 4,845-frame video each is the dataset's size (#au-sets there).
 # Chosen (not measured): DISFA is a low-expressivity spontaneous set (video watching), so the
 # unlabelled AU7 10 14 15 17 23 24 get roughly a quarter of their BP4D rates and shorter episodes;
-# AU5/AU20 are rare (3 %); the labelled AU6/AU9 episode medians (60 / 20) are not in FACTS.md.
+# AU5/AU20 are rare (3 %); the labelled AU6/AU9 episode medians (60 / 20) were not measured.
 # Correlations beyond the measured ones follow the BP4D choices, mostly weaker. Pairs among
-# AU1 2 4 12 25 26 not listed in FACTS.md measure |phi| <= 0.10: three get small values inside that
-# bound (needed for a consistent cluster), the rest are 0. Subject weight 0.3 (no DISFA figure in
-# FACTS.md; subjects of a spontaneous set differ at least as much as in BP4D at these low rates).
+# AU1 2 4 12 25 26 other than the measured ones have |phi| <= 0.10: three get small values inside that
+# bound (needed for a consistent cluster), the rest are 0. Subject weight 0.3 (no DISFA figure was
+# measured; subjects of a spontaneous set differ at least as much as in BP4D at these low rates).
 DISFA = LabelStatistics(
     name="disfa",
     labelled_aus=(1, 2, 4, 6, 9, 12, 25, 26),
@@ -147,7 +149,7 @@ DISFA = LabelStatistics(
         5: 0.03, 7: 0.12, 10: 0.12, 14: 0.10, 15: 0.04, 17: 0.08, 20: 0.03, 23: 0.04, 24: 0.04,
     },
     phi={
-        # measured, FACTS.md s4
+        # measured (docs/PROTOCOLS.md#label-statistics)
         (1, 2): 0.63, (1, 4): 0.13, (4, 12): -0.13, (12, 25): 0.46, (25, 26): 0.31,
         # chosen, within the measured |phi| <= 0.10 of the other pairs of AU1 2 4 12 25 26
         (2, 4): 0.08, (4, 25): -0.08, (12, 26): 0.10,

@@ -2,7 +2,7 @@
 
 Every frame of every SynthAU sequence gets a continuous intensity in [0, 5] for each of the 17
 rendered AUs (column order `RENDERED_AUS`); an AU *occurs* when its intensity is >= 2, the
-community convention for DISFA-style intensities (FACTS.md s2). The process is built so that
+community convention for DISFA-style intensities (docs/PROTOCOLS.md#evaluation). The process is built so that
 occurrences reproduce a `LabelStatistics` profile: base rates, pairwise phi correlations,
 median episode lengths and a large between-subject spread of per-subject base rates.
 
