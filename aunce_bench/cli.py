@@ -851,8 +851,7 @@ def noise_curve(
         kinds = list(dict.fromkeys(kind.strip() for kind in noise_type.split(",") if kind.strip()))
         unknown = [kind for kind in kinds if kind not in NOISE_MODELS]
         if unknown or not kinds:
-            raise UserError(f"invalid --noise-type: unknown noise type '{unknown[0] if unknown else noise_type}'; "
-                            f"known: {', '.join(NOISE_MODELS)}")
+            raise UserError(f"invalid --noise-type: {NOISE_MODELS.unknown(unknown[0] if unknown else noise_type)}")
         _check_selection(selection)
         trackers, track_dir = _tracking(track, track_dir)
         rates = _levels(levels)
@@ -1156,7 +1155,8 @@ def list_components(
     what: Annotated[str, typer.Argument(help="methods, protocols or datasets")],
 ) -> None:
     """List the available methods, protocols or datasets, and where each comes from."""
-    from aunce_bench.registry import DATASETS
+    from aunce_bench.data.formats import FORMATS
+    from aunce_bench.data.synth.profiles import PROFILES
     from aunce_bench.specs import SEARCH_PATH_VARIABLE, available, load_method, load_protocol
 
     with _user_errors():
@@ -1166,8 +1166,13 @@ def list_components(
         table.add_column("name")
         table.add_column("description")
         if what == "datasets":
-            for name, description in DATASETS.items():
-                table.add_row(name, description)
+            for _, profile in PROFILES.items():
+                table.add_row(profile.dataset_name, f"SynthAU, {profile.name} profile: "
+                              f"{len(profile.labels.labelled_aus)} labelled AUs, {profile.labels.n_subjects} subjects "
+                              "(embedded, generated on demand)")
+            for name, source in FORMATS.items():
+                if source.dataset:
+                    table.add_row(name, f"{source.description} (licensed; aunce-bench prepare {name})")
         elif what == "methods":
             table.add_column("family")
             table.add_column("from")

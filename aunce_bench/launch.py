@@ -36,8 +36,7 @@ from aunce_bench.embeddings import PROVENANCE_KEY, discard_embeddings, embedding
 from aunce_bench.errors import UserError
 from aunce_bench.metrics import AUMetrics, au_metrics, chance_f1, grouped_au_metrics, mean_f1
 from aunce_bench.protocols import split_validation
-from aunce_bench.recipes import Recipe
-from aunce_bench.registry import get_recipe
+from aunce_bench.recipes import RECIPES, Recipe
 from aunce_bench.results import ResultStore
 from aunce_bench.specs import RunSpec
 from aunce_bench.training.common import ExecutionOptions, Progress, TrainContext, TrainingDiverged
@@ -210,7 +209,7 @@ def compute_run(run: RunSpec, device: torch.device, progress: Progress, root: Pa
     _check_batches(run, train)
     data_s = time.perf_counter() - started
 
-    recipe = get_recipe(run.method.recipe)(run, TrainContext(device, run.seed, progress, execution))
+    recipe = RECIPES.get(run.method.recipe)(run, TrainContext(device, run.seed, progress, execution))
     fit_started = time.perf_counter()
     info = recipe.fit(train, val)
     train_s = time.perf_counter() - fit_started

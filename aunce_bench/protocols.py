@@ -159,14 +159,15 @@ def resolved_method(method: MethodSpec, protocol: ProtocolSpec, budget: str, ini
     budget's, else DEFAULT_INIT of the budget."""
     from aunce_bench.models.backbones import check_backbone
     from aunce_bench.models.init import resolve_init
-    from aunce_bench.registry import check_loss, get_recipe
+    from aunce_bench.losses import check_loss
+    from aunce_bench.recipes import RECIPES
 
     try:
         resolved = method.for_budget(budget)
     except ValidationError as error:
         raise UserError(f"{method.where}: budget '{budget}' overrides: {validation_message(error)}")
     try:
-        recipe = get_recipe(resolved.recipe)
+        recipe = RECIPES.get(resolved.recipe)
     except UserError as error:
         raise UserError(f"{method.where}: field 'recipe': {error}") from None
     missing = [name for name in recipe.needs if getattr(resolved, name) is None]
@@ -176,7 +177,7 @@ def resolved_method(method: MethodSpec, protocol: ProtocolSpec, budget: str, ini
         raise UserError(f"{method.where}: field 'views': recipe {resolved.recipe} trains with fixed views; remove "
                         "the field, or use a supervised or contrastive_probe recipe")
     if resolved.loss is not None:
-        check_loss(resolved.loss, method.where)
+        check_loss(resolved.loss, method.where, recipe.loss_kind, resolved.recipe)
     check_backbone(resolved.model.backbone, method.where)
     chosen = init or resolved.model.init or protocol.budget(budget).init or DEFAULT_INIT[budget]
     _check_synthface_crop(chosen, protocol, budget)

@@ -19,7 +19,8 @@ from torch import nn
 from aunce_bench.data.loaders import FrameSet, in_order
 from aunce_bench.models import AUEncoder, PerAULinear
 from aunce_bench.models.init import load_backbone
-from aunce_bench.registry import CONTRASTIVE_LOSSES, PAIR_LOSSES, SUPERVISED_LOSSES, loss, register_recipe
+from aunce_bench.losses import SUPERVISED_LOSSES, bind_loss
+from aunce_bench.registry import Registry
 from aunce_bench.specs import RunSpec
 from aunce_bench.training.common import TrainContext
 from aunce_bench.training.coteaching import train_coteaching
@@ -28,14 +29,19 @@ from aunce_bench.training.probe import extract_features, probe_probabilities, re
 from aunce_bench.training.supervised import predict_logits, train_supervised
 
 
+RECIPES: Registry[type["Recipe"]] = Registry("recipe", "aunce_bench.methods")
+
+
 class Recipe(ABC):
     """Fit on training frames (optionally selecting on validation frames), then predict probabilities.
 
-    `needs` names the method fields (loss, train, probe) the recipe reads; planning checks them, and refuses
-    `views` on a recipe whose `takes_views` is False."""
+    `needs` names the method fields (loss, train, probe) the recipe reads; planning checks them, refuses
+    `views` on a recipe whose `takes_views` is False, and checks the method's loss against the registry of
+    `loss_kind` (a key of `aunce_bench.losses.LOSS_KINDS`; None: any loss)."""
 
     needs: tuple[str, ...] = ("loss", "train")
     takes_views = False
+    loss_kind: str | None = None
 
     def __init__(self, run: RunSpec, ctx: TrainContext):
         self.run, self.ctx = run, ctx
@@ -66,9 +72,10 @@ class _Classifier(nn.Module):
         return self.head(self.encoder(images))
 
 
-@register_recipe("supervised")
+@RECIPES.register("supervised")
 class Supervised(Recipe):
     takes_views = True
+    loss_kind = "supervised"
 
     def __init__(self, run: RunSpec, ctx: TrainContext):
         super().__init__(run, ctx)
@@ -76,8 +83,8 @@ class Supervised(Recipe):
 
     def fit(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
         spec, loss_spec = self.run.method.train, self.run.method.loss
-        loss_fn = loss(loss_spec, SUPERVISED_LOSSES)
-        if getattr(SUPERVISED_LOSSES[loss_spec.name], "per_frame", False):  # state per training frame (ELR)
+        loss_fn = bind_loss(loss_spec, self.loss_kind)
+        if getattr(SUPERVISED_LOSSES.get(loss_spec.name), "per_frame", False):  # state per training frame (ELR)
             loss_fn = loss_fn(len(train), len(self.run.aus))
         info = train_supervised(self.model, train, val, spec, loss_fn, self.run.crop_size,
                                 self.run.decision_threshold, self.ctx, self.run.method.views)
@@ -87,12 +94,13 @@ class Supervised(Recipe):
         return torch.sigmoid(predict_logits(self.model, frames, self.run.crop_size, self.ctx)).numpy()
 
 
-@register_recipe("coteaching")
+@RECIPES.register("coteaching")
 class CoTeaching(Supervised):
     """Two supervised classifiers (same backbone init, AU blocks and heads drawn apart) trained by co-teaching;
     the first is evaluated. Twice the training compute of `supervised`."""
 
     takes_views = False
+    loss_kind = "co-teaching"
 
     def __init__(self, run: RunSpec, ctx: TrainContext):
         super().__init__(run, ctx)
@@ -100,8 +108,9 @@ class CoTeaching(Supervised):
 
     def fit(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
         spec = self.run.method.train
-        info = train_coteaching(self.model, self.peer, train, val, spec, loss(self.run.method.loss, PAIR_LOSSES),
-                                self.run.crop_size, self.run.decision_threshold, self.ctx)
+        loss_fn = bind_loss(self.run.method.loss, self.loss_kind)
+        info = train_coteaching(self.model, self.peer, train, val, spec, loss_fn, self.run.crop_size,
+                                self.run.decision_threshold, self.ctx)
         return {**info, "images_seen": 2 * (len(train) // spec.batch_size) * spec.batch_size * spec.epochs}
 
 
@@ -123,20 +132,21 @@ class _LinearProbe:
         return probe_probabilities(self.head, extract_features(self.encoder, frames, self.run.crop_size, self.ctx))
 
 
-@register_recipe("contrastive_probe")
+@RECIPES.register("contrastive_probe")
 class ContrastiveProbe(_LinearProbe, Recipe):
     needs = ("loss", "train", "probe")
     takes_views = True
+    loss_kind = "contrastive"
 
     def fit(self, train: FrameSet, val: FrameSet | None) -> dict[str, float]:
         spec = self.run.method.train
-        info = pretrain_contrastive(self.encoder, train, spec, loss(self.run.method.loss, CONTRASTIVE_LOSSES),
+        info = pretrain_contrastive(self.encoder, train, spec, bind_loss(self.run.method.loss, self.loss_kind),
                                     self.run.crop_size, self.ctx, self.run.method.views)
         images_seen = 2 * (len(train) // spec.batch_size) * spec.batch_size * spec.epochs
         return {**info, **self.probe(train, val), "images_seen": images_seen}
 
 
-@register_recipe("supervised_probe")
+@RECIPES.register("supervised_probe")
 class SupervisedProbe(_LinearProbe, Supervised):
     needs = ("loss", "train", "probe")
 
@@ -145,7 +155,7 @@ class SupervisedProbe(_LinearProbe, Supervised):
         return {**info, **self.probe(train, val)}
 
 
-@register_recipe("frozen_probe")
+@RECIPES.register("frozen_probe")
 class FrozenProbe(_LinearProbe, Recipe):
     """The linear probe on the encoder as initialised (its per-AU blocks and graph at their random init)."""
 

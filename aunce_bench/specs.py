@@ -14,7 +14,6 @@ anywhere. Every field is typed strictly (no coercion from strings) and bounded; 
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -29,6 +28,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, 
 
 from aunce_bench import __version__
 from aunce_bench.errors import UserError
+from aunce_bench.registry import unknown_name
 
 BUILTIN = Path(str(files("aunce_bench.builtin")))  # package data: a real folder in wheels and editable installs
 SEARCH_PATH_VARIABLE = "AUNCE_BENCH_PATH"
@@ -419,10 +419,8 @@ def _resolve(reference: str, kind: str) -> Path:
                         f"the path of a {label} YAML file")
     if path.suffix in (".yaml", ".yml") or path.exists():
         raise UserError(f"{label} file {path} does not exist")
-    close = difflib.get_close_matches(reference, list(known), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise UserError(f"unknown {label} '{reference}'{hint}; known: {', '.join(known)} (add folders holding "
-                    f"{kind}/NAME.yaml to ${SEARCH_PATH_VARIABLE}, or pass a path)")
+    raise UserError(f"{unknown_name(label, reference, known)} (add folders holding {kind}/NAME.yaml to "
+                    f"${SEARCH_PATH_VARIABLE}, or pass a path)")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -15,7 +15,6 @@ points in the store.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import re
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import yaml
 from pydantic import ValidationError
 
 from aunce_bench.errors import UserError
+from aunce_bench.registry import did_you_mean
 from aunce_bench.specs import MethodSpec, ModelSpec, OptimSpec, ProtocolSpec, SweepPoint, validation_message
 
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -161,7 +161,7 @@ def random_points(params: list[Param], count: int, seed: int) -> list[dict[str, 
 def sweepable(method: MethodSpec) -> dict[str, Any]:
     """The paths a sweep may set on a (budget-resolved) method, with their current values: model, train and probe
     fields, and the loss's options that take a single value (numbers, true/false or words)."""
-    from aunce_bench.registry import loss_options
+    from aunce_bench.losses import loss_options
 
     paths = {f"model.{name}": getattr(method.model, name) for name in ModelSpec.model_fields
              if f"model.{name}" not in FIXED_FIELDS}
@@ -179,15 +179,14 @@ def _check_path(param: Param, method: MethodSpec, paths: dict[str, Any]) -> None
         return
     if param.path in FIXED_FIELDS:
         raise param.error(FIXED_FIELDS[param.path])
-    from aunce_bench.registry import loss_options
+    from aunce_bench.losses import loss_options
 
     section, _, name = param.path.partition(".")
     if section == "loss" and method.loss is not None and name in loss_options(method.loss.name):
         raise param.error(f"loss option '{name}' does not take a single value; a sweep sets numbers, true/false "
                           "or words")
-    close = difflib.get_close_matches(param.path, list(paths), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise param.error(f"{method.name} has no parameter '{param.path}'{hint}; it has: {', '.join(paths)}")
+    raise param.error(f"{method.name} has no parameter '{param.path}'{did_you_mean(param.path, paths)}; it has: "
+                      f"{', '.join(paths)}")
 
 
 def _loss_value(param: Param, value: Any, current: Any) -> Any:

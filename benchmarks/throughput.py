@@ -35,8 +35,9 @@ from aunce_bench.data.loaders import DataLoading
 from aunce_bench.data.noise import NoiseSpec
 from aunce_bench.data.prepared import data_root
 from aunce_bench.launch import run_frames
+from aunce_bench.losses import bind_loss
 from aunce_bench.protocols import plan_runs
-from aunce_bench.registry import CONTRASTIVE_LOSSES, SUPERVISED_LOSSES, get_recipe, loss
+from aunce_bench.recipes import RECIPES
 from aunce_bench.specs import RunSpec, load_method, load_protocol
 from aunce_bench.training.common import ExecutionOptions, TrainContext, make_optimizer
 from aunce_bench.training.contrastive import pretrain_contrastive
@@ -98,15 +99,14 @@ def pipeline(method: str, steps: int, loading: DataLoading = DataLoading("memory
     pool = run_frames(run.train_data, run.train_subjects, run.aus, data_root(), loading)
     frames = pool.subset(np.arange(steps * spec.batch_size))
     ctx = TrainContext(CPU, 0)
-    recipe = get_recipe(run.method.recipe)(run, ctx)
+    recipe = RECIPES.get(run.method.recipe)(run, ctx)
+    loss_fn = bind_loss(run.method.loss, recipe.loss_kind)
     if method == "wce":
-        loss_fn = loss(run.method.loss, SUPERVISED_LOSSES)
         model, forward, images = recipe.model, recipe.model, spec.batch_size
 
         def train(on) -> None:
             train_supervised(model, on, None, spec, loss_fn, run.crop_size, run.decision_threshold, ctx)
     else:
-        loss_fn = loss(run.method.loss, CONTRASTIVE_LOSSES)
         model, forward, images = recipe.encoder, recipe.encoder.embed, 2 * spec.batch_size
 
         def train(on) -> None:
@@ -125,7 +125,7 @@ def variant(options: ExecutionOptions) -> tuple[Measured, TrainContext, float]:
     """The bare wce step under `options`: (its measure, its context, warm-up seconds incl. compiling)."""
     run = planned("wce")
     ctx = TrainContext(CPU, 0, execution=options)
-    model = ctx.prepare(get_recipe(run.method.recipe)(run, ctx).model)
+    model = ctx.prepare(RECIPES.get(run.method.recipe)(run, ctx).model)
     batch = torch.randn(run.method.train.batch_size, 3, run.crop_size, run.crop_size)
     started = time.perf_counter()
     measured = Measured(bare_step(model, model, batch, run, ctx), run.method.train.batch_size)

@@ -322,7 +322,7 @@ def test_a_damaged_prepared_dataset_fails_with_one_line_and_force_rebuilds_it(tm
         ({"image_size": 8}, "field 'image_size': must be a whole number from 32 to 1024, got 8"),
         ({"seed": True}, "field 'seed': must be a whole number from 0 to 4294967295, got True"),
         ({"difficulty": "2"}, "field 'difficulty': Input should be a valid number (got '2')"),
-        ({"profile": "affwild"}, "field 'profile': unknown profile 'affwild'; choose one of: bp4d, disfa"),
+        ({"profile": "affwild"}, "field 'profile': unknown profile 'affwild'; known: bp4d, disfa"),
     ],
 )
 def test_synth_config_limits_name_the_field(fields, message):

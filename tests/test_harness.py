@@ -6,10 +6,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from aunce_bench import registry
 from aunce_bench.cli import app
 from aunce_bench.data.noise import NoiseSpec
 from aunce_bench.launch import Interrupted, execute_run
+from aunce_bench.losses import SUPERVISED_LOSSES
 from aunce_bench.protocols import plan_runs
 from aunce_bench.results import ResultStore
 from aunce_bench.specs import load_method, load_protocol
@@ -105,7 +105,7 @@ def test_interrupted_run_is_not_reported_done_and_reruns(tiny_specs, tmp_path, m
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(registry.SUPERVISED_LOSSES, "wce", interrupted)
+    monkeypatch.setitem(SUPERVISED_LOSSES._entries, "wce", interrupted)
     with pytest.raises(Interrupted) as raised:
         execute_run(run, store, torch.device("cpu"), Progress())
     assert raised.value.runs == [run]
@@ -123,7 +123,7 @@ def test_interrupted_run_is_not_reported_done_and_reruns(tiny_specs, tmp_path, m
 
 
 def test_nan_loss_is_stored_as_failed_with_the_reason(tiny_specs, tmp_path, monkeypatch):
-    monkeypatch.setitem(registry.SUPERVISED_LOSSES, "wce", lambda logits, labels, weights: logits.sum() * float("nan"))
+    monkeypatch.setitem(SUPERVISED_LOSSES._entries, "wce", lambda logits, labels, weights: logits.sum() * float("nan"))
     db = tmp_path / "results.sqlite"
     result = runner.invoke(app, ["run", "--method", str(tiny_specs / "tiny_wce.yaml"), "--protocol",
                                  str(tiny_specs / "tiny_easy.yaml"), "--quick", "--folds", "1", "--db", str(db)])

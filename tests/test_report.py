@@ -568,7 +568,8 @@ def test_report_refuses_an_unwritable_output_folder(synthetic, tmp_path):
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--noise-type", "gaussian"], "unknown noise type 'gaussian'; known: symmetric, missing_positive"),
+        (["--noise-type", "gaussian"], "invalid --noise-type: unknown noise model 'gaussian'; known: asymmetric, "
+                                       "boundary, missing_positive, symmetric, weak_intensity"),
         (["--levels", "0,1.0"], "invalid --levels: rate 1 is outside [0, 1)"),
         (["--levels", "-0.1"], "invalid --levels: rate -0.1 is outside [0, 1)"),
         (["--levels", "a,b"], "invalid --levels"),

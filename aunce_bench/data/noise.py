@@ -5,30 +5,30 @@ AU positives are rare, so a symmetric per-entry flip mostly creates false positi
 reports the achieved flip rates per AU. Noise is meant for training labels only; test labels stay clean.
 
 To add a model, write a function (rate, base_rates) -> (rho_10, rho_01), where base_rates [K] are the clean
-labels' positive rates per AU, and decorate it with `@register_noise_model("name")`;
-`NoiseSpec.parse("name:0.2")` then accepts it. A model that needs more than the labels is a function
-(rate, labels, context, rng) -> noisy labels, registered with `needs=`: "sequences" (`boundary`: the row
-indices of each sequence in frame order) or "intensities" (`weak_intensity`: the true AU intensities [N, K],
-NaN where unknown).
+labels' positive rates per AU, and decorate it with `@register_noise_model("name")` (another package names it
+in the entry-point group `aunce_bench.noise_models`); `NoiseSpec.parse("name:0.2")` then accepts it. A model
+that needs more than the labels is a function (rate, labels, context, rng) -> noisy labels, registered with
+`needs=` (or carrying it as its `needs` attribute): "sequences" (`boundary`: the row indices of each sequence
+in frame order) or "intensities" (`weak_intensity`: the true AU intensities [N, K], NaN where unknown).
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from aunce_bench.registry import Registry
+
 MISSING_LABEL = -1
 CLEAN = "none"
 
 NoiseModel = Callable[[float, np.ndarray], tuple[np.ndarray, np.ndarray]]
 ContextNoiseModel = Callable[[float, np.ndarray, object, np.random.Generator], np.ndarray]
-NOISE_MODELS: dict[str, NoiseModel | ContextNoiseModel] = {}
-CONTEXTS = ("sequences", "intensities")
-NEEDS: dict[str, str] = {}  # model name -> the context it needs beside the labels
+NOISE_MODELS: Registry[NoiseModel | ContextNoiseModel] = Registry("noise model", "aunce_bench.noise_models")
+CONTEXTS = ("sequences", "intensities")  # what a model's `needs` attribute may name, beside the labels
 
 
 class NoiseNeedsData(ValueError):
@@ -42,12 +42,11 @@ def register_noise_model(name: str, needs: str | None = None) -> Callable:
         raise ValueError(f"needs must be one of {CONTEXTS}, got {needs!r}")
 
     def register(model):
-        if name == CLEAN or name in NOISE_MODELS:
-            raise ValueError(f"noise model name {name!r} is reserved or already registered")
-        NOISE_MODELS[name] = model
+        if name == CLEAN:
+            raise ValueError(f"noise model name {name!r} is reserved")
         if needs is not None:
-            NEEDS[name] = needs
-        return model
+            model.needs = needs
+        return NOISE_MODELS.register(name)(model)
 
     return register
 
@@ -123,10 +122,9 @@ def sequence_rows(sequences: np.ndarray, frames: np.ndarray) -> list[np.ndarray]
 
 
 def _format_error(text: str, detail: str) -> str:
-    kinds = ", ".join(NOISE_MODELS)
     return (
         f"invalid noise spec {text!r}: {detail}; expected '{CLEAN}' or '<kind>:<rate>' with rate in [0, 1), "
-        f"e.g. 'symmetric:0.2'; known kinds: {kinds}"
+        f"e.g. 'symmetric:0.2'; known kinds: {', '.join(NOISE_MODELS)}"
     )
 
 
@@ -139,7 +137,7 @@ class NoiseSpec:
 
     def __post_init__(self) -> None:
         if self.kind != CLEAN and self.kind not in NOISE_MODELS:
-            raise ValueError(f"unknown noise kind {self.kind!r}; known kinds: {', '.join(NOISE_MODELS)}")
+            raise ValueError(str(NOISE_MODELS.unknown(self.kind)))
         if not 0.0 <= self.rate < 1.0:
             raise ValueError(f"noise rate must lie in [0, 1), got {self.rate!r}")
         if self.kind == CLEAN and self.rate != 0.0:
@@ -155,9 +153,7 @@ class NoiseSpec:
         if not sep:
             raise ValueError(_format_error(text, "missing ':<rate>'"))
         if kind not in NOISE_MODELS:
-            close = difflib.get_close_matches(kind, list(NOISE_MODELS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(_format_error(text, f"unknown kind {kind!r}{hint}"))
+            raise ValueError(f"invalid noise spec {text!r}: {NOISE_MODELS.unknown(kind)}")
         try:
             rate = float(rate_text)
         except ValueError:
@@ -199,10 +195,11 @@ def apply_label_noise(labels: np.ndarray, spec: NoiseSpec, seed: int, sequences:
         raise ValueError(f"labels must be 2-D [frames, AUs], got shape {labels.shape}")
     noisy = labels.copy()
     n_aus = labels.shape[1]
-    if spec.kind in NEEDS and not spec.is_clean:
-        context = {"sequences": sequences, "intensities": intensities}[NEEDS[spec.kind]]
+    needs = None if spec.is_clean else getattr(NOISE_MODELS.get(spec.kind), "needs", None)
+    if needs is not None:
+        context = {"sequences": sequences, "intensities": intensities}[needs]
         if context is None:
-            raise NoiseNeedsData(f"{spec.kind} noise needs the frames' {NEEDS[spec.kind]}, which this data lacks")
+            raise NoiseNeedsData(f"{spec.kind} noise needs the frames' {needs}, which this data lacks")
         noisy = NOISE_MODELS[spec.kind](spec.rate, labels, context, np.random.default_rng(seed))
     elif not spec.is_clean:
         known = labels >= 0

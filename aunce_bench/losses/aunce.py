@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from aunce_bench.losses.kinds import CONTRASTIVE_LOSSES
+
 __all__ = ["POSITIVE_MODES", "VARIANTS", "aunce_loss", "validate_labels"]
 
 POSITIVE_MODES = ("max", "mean", "aug")
@@ -38,6 +40,7 @@ def _masked_reduce(values: torch.Tensor, mask: torch.Tensor, rows_ok: torch.Tens
     return reduce(torch.where(mask, values, fill))
 
 
+@CONTRASTIVE_LOSSES.register("aunce")
 def aunce_loss(
     z1: torch.Tensor,
     z2: torch.Tensor,

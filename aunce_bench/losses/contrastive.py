@@ -21,6 +21,7 @@ from pytorch_metric_learning.losses import NTXentLoss, SupConLoss
 from pytorch_metric_learning.reducers import MeanReducer
 
 from aunce_bench.losses.aunce import validate_labels
+from aunce_bench.losses.kinds import CONTRASTIVE_LOSSES
 
 __all__ = ["hcl", "simclr", "supcon"]
 
@@ -40,6 +41,7 @@ def _views(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     return torch.cat([z1, z2]).to(torch.promote_types(z1.dtype, torch.float32)).transpose(0, 1)
 
 
+@CONTRASTIVE_LOSSES.register("supcon")
 def supcon(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, *, temperature: float = 0.1,
            generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-AU supervised contrastive loss: positives of an anchor are the other views with its AU label."""
@@ -54,6 +56,7 @@ def supcon(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, *, temperat
     return torch.stack(per_au).mean() if per_au else z1.sum() * 0.0
 
 
+@CONTRASTIVE_LOSSES.register("simclr")
 def simclr(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, *, temperature: float = 0.5,
            generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-AU NT-Xent: each view's positive is the other view of its frame; labels are not used."""
@@ -63,6 +66,7 @@ def simclr(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, *, temperat
     return torch.stack([loss_fn(z, frame) for z in _views(z1, z2)]).mean()
 
 
+@CONTRASTIVE_LOSSES.register("hcl")
 def hcl(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, *, temperature: float = 0.5,
         tau_plus: float = 0.1, beta: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-AU hard-negative contrastive loss (Robinson et al. 2021), self-supervised; beta = 0 gives DCL.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from aunce_bench.losses.kinds import COTEACHING_LOSSES, SUPERVISED_LOSSES
 from aunce_bench.losses.weighted import _check, _mean_over_labelled
 
 __all__ = ["ELR", "coteaching"]
@@ -30,6 +31,7 @@ def _weighted_entries(logits: torch.Tensor, labels: torch.Tensor, weights: torch
     return loss, labels.to(x.device) >= 0
 
 
+@SUPERVISED_LOSSES.register("elr")
 class ELR:
     """Early-learning regularisation for multi-label AUs: each entry is a two-class distribution (p, 1 - p)
     whose target (t1, t0) starts at zero and moves as t <- beta t + (1 - beta) (p, 1 - p) at every visit."""
@@ -56,6 +58,7 @@ class ELR:
         return _mean_over_labelled(loss, labelled) + self.lam * _mean_over_labelled(regulariser, labelled)
 
 
+@COTEACHING_LOSSES.register("coteaching")
 def coteaching(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
                epoch: int, *, forget_rate: float = 0.2, ramp_epochs: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss of network a, loss of network b) at `epoch` (0-based): each network's class-weighted BCE over the

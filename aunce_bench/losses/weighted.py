@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from aunce_bench.losses.aunce import validate_labels
+from aunce_bench.losses.kinds import SUPERVISED_LOSSES
 
 __all__ = ["class_weights", "weighted_bce", "weighted_softmax_ce"]
 
@@ -48,6 +49,7 @@ def _mean_over_labelled(loss: torch.Tensor, labelled: torch.Tensor) -> torch.Ten
     return torch.where(labelled, loss, 0.0).sum() / labelled.sum().clamp(min=1)
 
 
+@SUPERVISED_LOSSES.register("wce")
 def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Mean of w_k * BCE-with-logits over the non-missing entries of logits/labels [B, K] (WCE)."""
     _check(logits, labels, weights, two_class=False)

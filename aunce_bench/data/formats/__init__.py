@@ -2,12 +2,11 @@
 
 Each importer is `scan(root, images, threshold) -> Scan` (see `common.py`): `root` holds the annotation files
 as distributed, `images` the frames or videos, `threshold` the occurrence threshold of formats that code
-intensities (DISFA).
+intensities (DISFA). Another package adds a `Format` through the entry-point group `aunce_bench.formats`.
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from aunce_bench.data.formats.disfa import scan_disfa
 from aunce_bench.data.formats.fera17 import scan_fera17
 from aunce_bench.data.formats.generic_csv import scan_csv
 from aunce_bench.data.formats.megraphau import scan_megraphau_lists
-from aunce_bench.errors import UserError
+from aunce_bench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,8 @@ class Format:
     root_hint: str  # what --root points to, for messages
 
 
-FORMATS: dict[str, Format] = {f.name: f for f in (
+FORMATS: Registry[Format] = Registry("dataset format", "aunce_bench.formats")
+for _format in (
     Format("bp4d", scan_bp4d, "BP4D: AUCoding/AU_OCC/F001_T1.csv, frames F001/T1/2440.jpg; 12 AUs, 41 subjects",
            "bp4d", "/path/to/BP4D"),
     Format("disfa", scan_disfa, "DISFA: ActionUnit_Labels/SN001/SN001_au1.txt (intensities), frames SN001/0.png; "
@@ -46,15 +46,12 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            "label lists (prepares bp4d or disfa)", None, "/path/to/ME-GraphAU/data/BP4D"),
     Format("csv", scan_csv, "generic CSV, one row per frame: image, subject, AU1, AU2, ... (+ sequence, frame, "
            "pose_bin, partition); needs --name", None, "/path/to/labels.csv"),
-)}
+):
+    FORMATS.register(_format.name)(_format)
 
 
 def get_format(name: str) -> Format:
-    if name not in FORMATS:
-        close = difflib.get_close_matches(name, FORMATS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(f"unknown dataset format '{name}'{hint}; choose one of: {', '.join(FORMATS)}")
-    return FORMATS[name]
+    return FORMATS.get(name)
 
 
 def prepare_command(dataset: str, data_root: Path) -> str:

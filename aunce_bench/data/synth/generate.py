@@ -8,7 +8,6 @@ process at a time (the FrameIndex writer lock); the others wait and reuse what i
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -89,9 +88,7 @@ class SynthConfig(BaseModel):
     @classmethod
     def _known_profile(cls, name: str) -> str:
         if name not in PROFILES:
-            close = difflib.get_close_matches(name, PROFILES, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ValueError(f"unknown profile '{name}'{hint}; choose one of: {', '.join(PROFILES)}")
+            raise ValueError(str(PROFILES.unknown(name)))  # pydantic names the field
         return name
 
     def resolved(self) -> "SynthConfig":

@@ -5,7 +5,8 @@ frontal studio light, warm balance, sharp faces); `disfa` mimics DISFA (8 labell
 light, cool balance, softer, noisier, more loosely aligned faces, as from lower-resolution video). Both are
 framed as `aunce-bench prepare` frames real datasets: faces aligned to one template (`FRAMING`), so a face
 takes the same place in the crop whichever profile it comes from. Training on one and testing on the other is
-a real domain shift: the shared AUs look the same, the pictures do not.
+a real domain shift: the shared AUs look the same, the pictures do not. Another package adds a `Profile` through
+the entry-point group `aunce_bench.synth_profiles`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from aunce_bench.data.synth.label_stats import LABEL_STATISTICS, LabelStatistics
 from aunce_bench.data.synth.render import CaptureStyle
+from aunce_bench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ DISFA_STYLE = CaptureStyle(
     light_jitter=0.15,
 )
 
-PROFILES: dict[str, Profile] = {
-    "bp4d": Profile("bp4d", LABEL_STATISTICS["bp4d"], BP4D_STYLE, subject_prefix="B"),
-    "disfa": Profile("disfa", LABEL_STATISTICS["disfa"], DISFA_STYLE, subject_prefix="D"),
-}
+PROFILES: Registry[Profile] = Registry("profile", "aunce_bench.synth_profiles")
+for _profile in (Profile("bp4d", LABEL_STATISTICS["bp4d"], BP4D_STYLE, subject_prefix="B"),
+                 Profile("disfa", LABEL_STATISTICS["disfa"], DISFA_STYLE, subject_prefix="D")):
+    PROFILES.register(_profile.name)(_profile)
