@@ -16,6 +16,7 @@ from aunce_bench.metrics import summarise
 from aunce_bench.training.common import Progress
 
 PLAIN_BATCH_EVERY_S = 60.0  # off a terminal, a line on the running epoch at most this often
+PLAIN_EPOCH_EVERY_S = 10.0  # and a line per epoch at most this often, besides each stage's first and last epoch
 
 
 def progress_for(console: Console, total_runs: int | None) -> Progress:
@@ -93,8 +94,10 @@ class RichProgress(Progress):
 
 
 class PlainProgress(Progress):
-    """One timestamped line per run, stage and epoch (with loss, images per second, elapsed time and the stage's
-    ETA), per tenth of a one-off task, and on the running epoch at most every PLAIN_BATCH_EVERY_S seconds."""
+    """One timestamped line per run and stage; per epoch (loss, images per second, elapsed time and the stage's
+    ETA) for a stage's first and last epoch and at most every PLAIN_EPOCH_EVERY_S seconds between (a probe's
+    epochs take milliseconds); per tenth of a one-off task; on the running epoch at most every
+    PLAIN_BATCH_EVERY_S seconds."""
 
     def __init__(self, console: Console, total_runs: int | None):
         self.console, self.total_runs = console, total_runs
@@ -146,6 +149,9 @@ class PlainProgress(Progress):
 
     def epoch(self, epoch: int, summary: dict[str, float]) -> None:
         self.batches_done = (epoch + 1) * self.batches_per_epoch
+        edge = epoch == 0 or epoch + 1 == self.epochs
+        if not edge and time.monotonic() - self.batch_said < PLAIN_EPOCH_EVERY_S:
+            return
         self.batch_said = time.monotonic()
         numbers = format_summary(summary).replace("  ", ", ")
         self._say(f"{self.stage_name}: epoch {epoch + 1}/{self.epochs}{', ' + numbers if numbers else ''}, "

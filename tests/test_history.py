@@ -1,15 +1,19 @@
 """Per-epoch training history: every stage of a run records its epochs (loss, learning rate, validation F1 where a
 validation set exists, images/s), stored with the run and returned by `results --format json`."""
 
+import io
 import json
 import re
 
 import numpy as np
+from rich.console import Console
 from typer.testing import CliRunner
 
 import aunce_bench
+import aunce_bench.console
 
 from aunce_bench.cli import app
+from aunce_bench.console import PlainProgress
 from aunce_bench.results import ResultStore
 from aunce_bench.show import SPARKS, sparkline
 
@@ -25,9 +29,10 @@ probe: {optimizer: adam, lr: 1.0e-2, batch_size: 64, epochs: 3}
 """
 
 
-def test_every_stage_of_a_run_stores_its_epochs(tiny_specs, tmp_path):
+def test_every_stage_of_a_run_stores_its_epochs(tiny_specs, tmp_path, monkeypatch):
     method, db = tmp_path / "two_epoch_aunce.yaml", tmp_path / "r.sqlite"
     method.write_text(TWO_EPOCH_AUNCE)
+    monkeypatch.setattr(aunce_bench.console, "PLAIN_EPOCH_EVERY_S", 0.0)  # a line for every epoch, however fast
     result = runner.invoke(app, ["run", "--method", str(method), "--protocol", str(tiny_specs / "tiny_easy.yaml"),
                                  "--quick", "--folds", "1", "--db", str(db)])
     assert result.exit_code == 0, result.output
@@ -89,3 +94,17 @@ def test_show_refuses_unknown_and_ambiguous_ids_with_one_line(tmp_path):
     for run_id, message in (("zzz", "no run 'zzz' in"), ("abc", "run id prefix 'abc' matches 2 runs")):
         result = runner.invoke(app, ["show", run_id, "--db", str(db)])
         assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_off_a_terminal_fast_epochs_are_told_at_their_stages_edges_only():
+    """A probe's 40 epochs in a second print its first and last epoch, not 40 lines."""
+    console = Console(file=io.StringIO(), width=200)
+    progress = PlainProgress(console, total_runs=1)
+    progress.stage("linear probe", 40, 1)
+    for epoch in range(40):
+        progress.batch(0.5)
+        progress.epoch(epoch, {"loss": 0.5})
+    lines = console.file.getvalue().splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "40 epoch(s) of 1 batch(es)", "epoch 1/40, loss 0.5000, elapsed 0s, ETA 0s",
+        "epoch 40/40, loss 0.5000, elapsed 0s, ETA 0s"]
