@@ -1,11 +1,12 @@
-"""Where aunce-bench writes: the cache root, a check that an output folder is writable, and the hidden work
-folders beside an output folder while it is written.
+"""Where aunce-bench writes: the cache root, a check that an output folder is writable, the hidden work folders
+beside an output folder while it is written, and a file's sha256.
 
 Kept free of heavy imports, so that commands which only read results start fast.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -17,6 +18,12 @@ from aunce_bench.errors import UserError
 
 
 CACHE_VARIABLE = "AUNCE_BENCH_CACHE"
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in blocks."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def default_cache_root() -> Path:

@@ -33,7 +33,7 @@ from torch import nn
 
 from aunce_bench import __version__
 from aunce_bench.errors import UserError
-from aunce_bench.paths import check_writable, default_cache_root, remove_left_work, work_folder
+from aunce_bench.paths import check_writable, default_cache_root, file_sha256, remove_left_work, work_folder
 from aunce_bench.training.common import Progress
 
 # SynthAU seed of the pretraining identities. Protocols render with other seeds (0 unless overridden), and
@@ -102,14 +102,6 @@ def synthface_root() -> Path:
 
 def _complete(folder: Path) -> bool:
     return (folder / CARD_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_card(folder: Path) -> dict:

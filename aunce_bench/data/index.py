@@ -35,7 +35,7 @@ from filelock import FileLock
 
 from aunce_bench.data.landmarks import FIVE_POINTS
 from aunce_bench.errors import UserError
-from aunce_bench.paths import work_folder
+from aunce_bench.paths import file_sha256, work_folder
 
 MARKER_FILE = "frame_index.json"
 FRAMES_FOLDER = "frames"
@@ -153,7 +153,7 @@ class FrameIndex:
         for name, expected in marker["files"].items():
             if not (path / name).is_file():
                 raise UserError(f"{path / name}: missing from the frame index; {how}")
-            if _sha256(path / name) != expected:
+            if file_sha256(path / name) != expected:
                 raise UserError(f"{path / name}: content differs from the sha256 recorded when it was written "
                                 f"(damaged or modified); {how}")
         return cls(_frames(path, marker, how), tuple(marker["aus"]), tuple(marker["intensity_aus"]), marker["name"],
@@ -290,12 +290,7 @@ def _holds_only_a_frame_index(path: Path) -> bool:
 def _file_hashes(folder: Path) -> dict[str, str]:
     """sha256 of every file under `folder`/frames, by path relative to `folder`."""
     files = sorted(file for file in (folder / FRAMES_FOLDER).rglob("*") if file.is_file())
-    return {file.relative_to(folder).as_posix(): _sha256(file) for file in files}
-
-
-def _sha256(file: Path) -> str:
-    with open(file, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    return {file.relative_to(folder).as_posix(): file_sha256(file) for file in files}
 
 
 def _one_line(error: Exception) -> str:

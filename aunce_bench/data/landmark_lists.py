@@ -10,7 +10,6 @@ frame is detected. The five points of `landmarks.FIVE_POINTS` are derived from e
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -82,11 +81,3 @@ def attach_landmark_list(scan: Scan, path: Path) -> None:
         unit.given = [given[entry] if entry >= 0 else None for entry in unit.listed]
     scan.given_from = f"{path.resolve()} ({points} points per line)"
 
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file's bytes (a landmark list's identity in the prepared dataset)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -42,8 +42,8 @@ from aunce_bench.data.index import (
     read_marker,
     writer_lock,
 )
-from aunce_bench.data.landmark_lists import attach_landmark_list, file_sha256
-from aunce_bench.paths import check_writable, remove_left_work
+from aunce_bench.data.landmark_lists import attach_landmark_list
+from aunce_bench.paths import check_writable, file_sha256, remove_left_work
 from aunce_bench.data.workers import process_pool
 from aunce_bench.errors import UserError
 

@@ -45,7 +45,7 @@ def resolve_init(text: str, backbone: str, crop_size: int, where: str = "invalid
             raise UserError(f"{where}: checkpoint file {path} does not exist; give the path of a state dict "
                             "(.pth, .pt, .bin or .safetensors)")
         _check_checkpoint_file(path, where)
-        from aunce_bench.synthface import file_sha256
+        from aunce_bench.paths import file_sha256
 
         return f"checkpoint:{path}", f"sha256:{file_sha256(path)}"
     from aunce_bench.synthface import synthface_config
@@ -157,7 +157,7 @@ def load_backbone(name: str, init: str, image_size: int, device: torch.device | 
         card = read_card(folder)
         source = {"init": "synthface", "source": card["name"], "objective": card["objective"],
                   "config_sha256": card["config_sha256"]}
-    from aunce_bench.synthface import file_sha256
+    from aunce_bench.paths import file_sha256
 
     digest = file_sha256(path)
     if parsed.kind == "synthface" and digest != card["weights_sha256"]:
