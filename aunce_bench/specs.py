@@ -34,7 +34,7 @@ BUILTIN = Path(str(files("aunce_bench.builtin")))  # package data: a real folder
 SEARCH_PATH_VARIABLE = "AUNCE_BENCH_PATH"
 BUDGETS = ("quick", "standard", "full")
 REAL_BUDGETS = ("quick", "full")  # protocols on prepared real data
-# Backbone initialisation of a budget that names none (DESIGN s3): CPU budgets start from the embedded
+# Backbone initialisation of a budget that names none: CPU budgets start from the embedded
 # SynthFace backbone, `full` (the paper setting) from timm's ImageNet weights.
 DEFAULT_INIT = {"quick": "synthface", "standard": "synthface", "full": "imagenet"}
 
@@ -46,7 +46,7 @@ INIT_HELP = "scratch, imagenet, synthface or checkpoint:PATH"
 
 @dataclass(frozen=True)
 class Init:
-    """A backbone initialisation (DESIGN s3), parsed from `scratch`, `imagenet`, `synthface` or `checkpoint:PATH`."""
+    """A backbone initialisation, parsed from `scratch`, `imagenet`, `synthface` or `checkpoint:PATH`."""
 
     kind: str
     path: Path | None = None
@@ -72,7 +72,7 @@ def check_init(text: str) -> str:
     return text
 
 
-# Model-selection policies (DESIGN s3): validation subjects; the released scripts' final model; the published
+# Model-selection policies: validation subjects; the released scripts' final model; the published
 # practice, the best epoch on the test fold (optimistic: the test labels choose the model).
 SELECTIONS = ("strict", "last_epoch", "test_fold")
 OPTIMISTIC_SELECTIONS = ("test_fold",)
@@ -292,7 +292,7 @@ class ReportedResult(Strict):
     mean: float
 
 
-# What a method is, for the report's family column and filter (DESIGN s5): presentation metadata, outside the run id.
+# What a method is, for the report's family column and filter: presentation metadata, outside the run id.
 FAMILIES = ("supervised", "noise-robust", "contrastive", "ablation", "floor", "sweep", "other")
 # MethodSpec fields that describe a run without changing what it computes: left out of the run id, so that a
 # stored run stays done when they are added or edited.

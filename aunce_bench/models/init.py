@@ -1,4 +1,4 @@
-"""Backbone initialisation, a declared part of every run (DESIGN s3).
+"""Backbone initialisation, a declared part of every run.
 
 - `scratch`: random weights.
 - `imagenet`: timm's pretrained weights for the backbone, fetched by timm (Hugging Face hub or URL) into its

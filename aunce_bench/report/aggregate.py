@@ -89,7 +89,7 @@ class Setting:
 
 @dataclass(frozen=True, order=True)
 class RunKey:
-    """Everything that changes the meaning of a run's number (DESIGN s3): its setting, method and model-selection
+    """Everything that changes the meaning of a run's number: its setting, method and model-selection
     policy. Runs pool (mean ± std, bootstrap pairs) only within one key; `run_key` is the one place it is derived."""
 
     setting: Setting

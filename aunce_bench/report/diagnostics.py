@@ -36,7 +36,7 @@ from aunce_bench.results import ResultStore
 
 MAX_FRAMES = 2000  # per AU: 2000 frames are about 2 million pairs
 BINS = np.linspace(-1.0, 1.0, 41)
-# aunce_loss's defaults (DESIGN s4), used for runs trained with another loss
+# aunce_loss's defaults, used for runs trained with another loss
 AUNCE_DEFAULTS = {"temperature": 0.5, "exponent_pos": 1.2, "exponent_neg": 0.8}
 POSITIVE_COLOUR, NEGATIVE_COLOUR = "#1f77b4", "#d62728"
 
