@@ -93,3 +93,15 @@ def test_the_python_api_example_runs_as_written(quick_start_state):
     measured = board[board.kind == "measured"]
     assert set(measured.test) == {"bp4d_to_disfa", "disfa_to_bp4d"} and set(measured.method) == {"aunce"}
     assert measured.ci_low.isna().all()  # one method: no interval to the best, and no KeyError either
+
+
+def test_no_file_of_the_repository_cites_a_document_users_do_not_have():
+    """Comments, docstrings, docs and the README cite the repository's own `docs/`, never the team's background
+    notes (the facts, design and probes files outside the repository, or their numbered sections)."""
+    root = README.parent
+    cited = re.compile(r"\b(FACTS|DESIGN|PROBES)(\.md\b| s\d)")
+    files = [path for folder in ("aunce_bench", "docs", "benchmarks", "tests") for path in (root / folder).rglob("*")
+             if path.suffix in {".py", ".md", ".yaml", ".sh", ".html", ".j2"}] + [README]
+    found = [f"{path.relative_to(root)}:{number}" for path in files
+             for number, line in enumerate(path.read_text().splitlines(), 1) if cited.search(line)]
+    assert found == []

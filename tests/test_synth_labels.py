@@ -29,12 +29,12 @@ PROFILE_KEYS = {"bp4d": 0, "disfa": 1}
 COLUMN = {au: k for k, au in enumerate(RENDERED_AUS)}
 
 # docs/PROTOCOLS.md#label-statistics, written out here so that a changed profile cannot silently move the targets.
-FACTS_BASE_RATES = {
+REPORTED_BASE_RATES = {
     "bp4d": {1: 0.211, 2: 0.171, 4: 0.203, 6: 0.461, 7: 0.549, 10: 0.594, 12: 0.562,
              14: 0.466, 15: 0.169, 17: 0.343, 23: 0.165, 24: 0.151},
     "disfa": {1: 0.050, 2: 0.043, 4: 0.152, 6: 0.079, 9: 0.042, 12: 0.129, 25: 0.277, 26: 0.088},
 }  # fmt: skip
-FACTS_PHI = {"bp4d": {(1, 2): 0.46, (7, 12): 0.35}, "disfa": {(1, 2): 0.63, (12, 25): 0.46}}
+REPORTED_PHI = {"bp4d": {(1, 2): 0.46, (7, 12): 0.35}, "disfa": {(1, 2): 0.63, (12, 25): 0.46}}
 AU12_EPISODE_BAND = {"bp4d": (60, 200), "disfa": (35, 140)}  # measured medians: 123 and 71
 
 
@@ -64,7 +64,7 @@ def test_shapes_types_and_range(simulated):
 def test_base_rates_match_facts(simulated):
     name, _, sim = simulated
     rates = sim.occurrence.mean(axis=0)
-    for au, target in FACTS_BASE_RATES[name].items():
+    for au, target in REPORTED_BASE_RATES[name].items():
         assert abs(rates[COLUMN[au]] - target) <= 0.03, (name, au, rates[COLUMN[au]], target)
 
 
@@ -78,7 +78,7 @@ def test_unlabelled_base_rates_match_profile(simulated):
 def test_phi_matches_facts(simulated):
     name, _, sim = simulated
     occ = sim.occurrence
-    for (a, b), target in FACTS_PHI[name].items():
+    for (a, b), target in REPORTED_PHI[name].items():
         measured = phi(occ[:, COLUMN[a]], occ[:, COLUMN[b]])
         assert abs(measured - target) <= 0.1, (name, a, b, measured, target)
     assert phi(occ[:, COLUMN[6]], occ[:, COLUMN[12]]) > 0.4  # smile: cheek raiser with lip corner puller
