@@ -1111,7 +1111,7 @@ def study_command(
             rows = study_table(spec, points, store, resamples)
         _print_study(spec, rows)
         if page is not None:
-            _write_study_page(spec, rows, name, page, store.path.name, identities)
+            _write_study_page(spec, points, rows, name, page, store.path.name, identities, data_root)
         if outcomes:
             _finish(outcomes, debug)
 
@@ -1133,8 +1133,11 @@ def _print_study(spec, rows) -> None:
     console.print(table)
 
 
-def _write_study_page(spec, rows, name: str, page: Path, db_name: str, identities: int) -> None:
+def _write_study_page(spec, points, rows, name: str, page: Path, db_name: str, identities: int,
+                      data_root: Optional[Path]) -> None:
     from aunce_bench.data.synth.cue_audit import audit
+    from aunce_bench.data.prepared import data_root as resolve_root
+    from aunce_bench.launch import run_frames
     from aunce_bench.data.synth.profiles import PROFILES
     from aunce_bench.report.study_page import study_markdown
     from aunce_bench.specs import load_protocol
@@ -1144,7 +1147,9 @@ def _write_study_page(spec, rows, name: str, page: Path, db_name: str, identitie
     profiles = list(PROFILES)
     audits = {profile: audit(profile, size, identities, other=next(p for p in profiles if p != profile))
               for profile in profiles}
-    text = study_markdown(spec, rows, audits, f"aunce-bench study {name}", db_name)
+    first = points[0].runs[0]
+    train = run_frames(first.train_data, first.train_subjects, first.aus, resolve_root(data_root))
+    text = study_markdown(spec, rows, audits, f"aunce-bench study {name}", db_name, (first.aus, train.labels))
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text + "\n")
     console.print(f"wrote {page}")

@@ -264,6 +264,9 @@ class OptimSpec(Strict):
     batch_size: int = Field(ge=2, le=65536)
     epochs: int = Field(ge=1, le=10000)
     schedule: Literal["constant", "cosine"] = Field("constant", description="learning rate over the steps")
+    sampler: Literal["shuffle", "rare_au"] = Field(
+        "shuffle", description="how training batches are drawn: shuffle (every frame once an epoch) or rare_au "
+        "(with replacement, each frame weighted by the inverse base rate of its rarest present AU)")
 
 
 class LossSpec(Strict):
@@ -324,6 +327,13 @@ class MethodSpec(Strict):
     reported: list[ReportedResult] = Field(default_factory=list)
     _path: Path | None = PrivateAttr(None)  # the YAML it was loaded from, for messages
 
+    @model_validator(mode="after")
+    def _probe_shuffles(self) -> "MethodSpec":
+        if self.probe is not None and self.probe.sampler != "shuffle":
+            raise ValueError("probe.sampler: the linear probe draws shuffled batches (its loss weights the classes); "
+                             "set the sampler under train, for the encoder's stage")
+        return self
+
     @property
     def where(self) -> str:
         """How messages name this method: its YAML file, else its name."""
@@ -374,9 +384,15 @@ class RunSpec(Strict):
 
     @property
     def run_id(self) -> str:
-        # `views` joins the identity only when a method sets it, so runs of methods without it keep their ids
-        unset = {"views"} if self.method.views is None else set()
-        fields = self.model_dump(mode="json", exclude={"method": set(DESCRIPTIVE_METHOD_FIELDS) | unset})
+        # `views` and a stage's `sampler` join the identity only when a method sets them, so runs of methods
+        # without them keep their ids
+        method: dict[str, Any] = {name: True for name in DESCRIPTIVE_METHOD_FIELDS}
+        if self.method.views is None:
+            method["views"] = True
+        for stage in ("train", "probe"):
+            if getattr(self.method, stage) is not None and getattr(self.method, stage).sampler == "shuffle":
+                method[stage] = {"sampler": True}
+        fields = self.model_dump(mode="json", exclude={"method": method})
         payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:20]
 

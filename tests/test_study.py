@@ -109,3 +109,24 @@ def test_bad_studies_are_refused_in_one_line(tmp_path):
     assert result.exit_code == 2
     assert result.stderr == (f"error: {tmp_path} is a folder, not a study file; pass a study name (lip_aus) or the "
                              "path of a study YAML file\n")
+
+
+def test_the_page_shows_each_aus_share_of_positives_per_batch_under_each_sampler(tiny_specs, tmp_path):
+    from aunce_bench.data.loaders import batch_positive_share
+    from aunce_bench.launch import run_frames
+
+    study = {"name": "tiny", "protocol": str(tiny_specs / "tiny_easy.yaml"), "budget": "quick", "folds": [1],
+             "seeds": [0], "reference": str(tiny_specs / "tiny_fast_wce.yaml"), "focus_aus": [4],
+             "factors": {"batches": [{"method": str(tiny_specs / "tiny_fast_wce.yaml")}]}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(study))
+    page = tmp_path / "STUDY.md"
+    result = runner.invoke(app, ["study", str(path), "--db", str(tmp_path / "r.sqlite"), "--no-run", "--page",
+                                 str(page), "--identities", "3"])
+    assert result.exit_code == 0, result.output
+    section = page.read_text().split("## Batch composition")[1].split("##")[0]
+    run = plan_study(load_study(str(path)))[0].runs[0]
+    labels = run_frames(run.train_data, run.train_subjects, run.aus, tmp_path).labels
+    for k, au in enumerate(run.aus):  # the shares of the fold's own training labels, as the sampler draws them
+        shuffled, rare = ((labels == 1).mean(axis=0)[k], batch_positive_share(labels, "rare_au")[k])
+        assert f"| AU{au} | {shuffled:.3f} | {rare:.3f} |" in section

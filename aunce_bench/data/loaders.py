@@ -232,6 +232,50 @@ class ShuffledBatches:
             yield batch[self.part]
 
 
+class WeightedBatches:
+    """Batches of frames drawn with replacement, frame i with probability proportional to `weights[i]`, as many
+    batches an epoch as shuffling gives (the incomplete last one dropped); a new draw from `generator` each time
+    it is iterated. With `ranks`, each rank takes its slice of the global batch, as in ShuffledBatches."""
+
+    def __init__(self, weights: np.ndarray, batch_size: int, generator: torch.Generator,
+                 ranks: DistributedEnv | None = None):
+        self.weights = torch.as_tensor(weights, dtype=torch.float64)
+        self.batch_size, self.generator = batch_size, generator
+        self.part = rank_slice(batch_size, ranks)
+
+    def __len__(self) -> int:
+        return len(self.weights) // self.batch_size
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        draws = torch.multinomial(self.weights, len(self) * self.batch_size, replacement=True,
+                                  generator=self.generator)
+        for batch in draws.view(len(self), self.batch_size):
+            yield batch[self.part]
+
+
+def rare_au_weights(labels: np.ndarray) -> np.ndarray:
+    """Sampling weights of the `rare_au` sampler for labels int8 [N, K] (1 present, 0 absent, -1 unknown): each
+    frame weighs the inverse base rate of its rarest present AU, a frame with none present the inverse share of
+    such frames. Every AU's frames, grouped by their rarest AU, then carry about the same share of the draws, so
+    rare AUs' positives fill far more of each batch than under shuffling (`batch_positive_share`)."""
+    present = labels == 1
+    base_rates = present.mean(axis=0)
+    inverse = np.divide(1.0, base_rates, out=np.zeros_like(base_rates, dtype=np.float64), where=base_rates > 0)
+    weights = (present * inverse).max(axis=1) if labels.shape[1] else np.zeros(len(labels))
+    none_present = ~present.any(axis=1)
+    if none_present.any():
+        weights[none_present] = 1.0 / none_present.mean()
+    return weights
+
+
+def batch_positive_share(labels: np.ndarray, sampler: str) -> np.ndarray:
+    """The expected share of each AU's positives [K] in a training batch drawn by `sampler` (shuffle: the base
+    rates; rare_au: as `rare_au_weights` draws)."""
+    present = (labels == 1).astype(np.float64)
+    weights = rare_au_weights(labels) if sampler == "rare_au" else np.ones(len(labels))
+    return weights @ present / weights.sum()
+
+
 def in_order(frames: FrameSet | FrameBatches, device: torch.device, batch_size: int = 256) -> FrameBatches:
     """Every frame of `frames` in order, in batches of `batch_size` (batches already made are used as they are:
     made once, they keep their decoding workers across calls)."""

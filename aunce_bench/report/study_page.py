@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
+
+from aunce_bench.data.loaders import batch_positive_share
 from aunce_bench.data.synth.cue_audit import AUDIT_INTENSITY, CueRow
 from aunce_bench.data.synth.generate import GENERATOR_VERSION
 from aunce_bench.report.bootstrap import Interval
@@ -64,9 +67,19 @@ def cue_lines(rows: list[CueRow]) -> list[str]:
     return lines
 
 
+def batch_lines(aus: list[int], labels: np.ndarray) -> list[str]:
+    """Each AU's expected share of positives in a training batch under each sampler, from training labels."""
+    shares = {sampler: batch_positive_share(labels, sampler) for sampler in ("shuffle", "rare_au")}
+    lines = ["| AU | shuffle (the base rate) | rare_au |", "|---|---|---|"]
+    for k, au in enumerate(aus):
+        lines.append(f"| AU{au} | {shares['shuffle'][k]:.3f} | {shares['rare_au'][k]:.3f} |")
+    return lines
+
+
 def study_markdown(study: StudySpec, rows: list[StudyRow], audits: dict[str, list[CueRow]], command: str,
-                   db_name: str) -> str:
-    """The whole page; `audits` holds cue-audit rows per profile (offsets to the other profile, if any)."""
+                   db_name: str, batch: tuple[list[int], np.ndarray] | None = None) -> str:
+    """The whole page; `audits` holds cue-audit rows per profile (offsets to the other profile, if any), `batch`
+    the AUs and training labels of the study's first fold (for the batch-composition table)."""
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"# Study: {study.name}", "",
@@ -91,6 +104,12 @@ def study_markdown(study: StudySpec, rows: list[StudyRow], audits: dict[str, lis
         + "; offset = mean distance (px) of the AU's landmarks between the two profiles' neutral faces: a position "
         "cue learned on one profile misreads the other's faces when it exceeds the geometry.", "",
     ]
+    if batch is not None:
+        lines += ["## Batch composition", "",
+                  f"The expected share of each AU's positives in a training batch, on the training subjects of fold "
+                  f"{study.folds[0]}: shuffled batches hold each AU at its base rate; the `rare_au` sampler (the "
+                  "`*_rareau` variants) draws each frame with the inverse base rate of its rarest present AU.", "",
+                  *batch_lines(*batch), ""]
     for profile, audit_rows in audits.items():
         size = audit_rows[0].size if audit_rows else 0
         lines += [f"### SynthAU {profile}, {size} px", "", *cue_lines(audit_rows), ""]

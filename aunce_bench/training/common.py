@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from aunce_bench import distributed
-from aunce_bench.data.loaders import DataLoading
+from aunce_bench.data.loaders import (DataLoading, FrameBatches, FrameSet, ShuffledBatches, WeightedBatches,
+                                      rare_au_weights)
 from aunce_bench.errors import UserError
 from aunce_bench.models.backbones import TokenBackbone
 from aunce_bench.specs import OptimSpec
@@ -193,6 +194,15 @@ class _CompiledForward:
             del self.module.forward  # the class's eager forward again
             self.ctx.compile_failed(error)
             return self.module.forward(*args, **kwargs)
+
+
+def training_batches(train: FrameSet, spec: OptimSpec, ctx: TrainContext) -> FrameBatches:
+    """The batches of a training stage, drawn as `spec.sampler` says, on the context's device."""
+    if spec.sampler == "rare_au":
+        plan = WeightedBatches(rare_au_weights(train.labels), spec.batch_size, ctx.generator, ranks=ctx.ranks)
+    else:
+        plan = ShuffledBatches(len(train), spec.batch_size, ctx.generator, ranks=ctx.ranks)
+    return train.batches(plan, ctx.device)
 
 
 def make_optimizer(parameters: Iterable[nn.Parameter], spec: OptimSpec) -> torch.optim.Optimizer:

@@ -9,11 +9,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from aunce_bench.data.loaders import FrameSet, ShuffledBatches, training_transform
+from aunce_bench.data.loaders import FrameSet, training_transform
 from aunce_bench.distributed import gather, gather_with_grad
 from aunce_bench.models.backbones import input_normalisation
 from aunce_bench.specs import OptimSpec, ViewSpec
-from aunce_bench.training.common import TrainContext, make_optimizer, make_scheduler, optimisation_step
+from aunce_bench.training.common import (TrainContext, make_optimizer, make_scheduler, optimisation_step,
+                                         training_batches)
 
 # (z1 [B,K,D], z2 [B,K,D], labels [B,K], generator) -> scalar loss
 ContrastiveLoss = Callable[..., torch.Tensor]
@@ -42,7 +43,7 @@ def pretrain_contrastive(encoder: torch.nn.Module, train: FrameSet, spec: OptimS
     scheduler = make_scheduler(optimizer, spec, len(train) // spec.batch_size)
     scaler = ctx.grad_scaler()
     embed = ctx.distribute(_Embedding(encoder))
-    batches = train.batches(ShuffledBatches(len(train), spec.batch_size, ctx.generator, ranks=ctx.ranks), device)
+    batches = training_batches(train, spec, ctx)
     ctx.progress.stage("contrastive pretraining", spec.epochs, len(batches))
     first_epoch_loss, limit = None, ctx.step_limit()
     for epoch in limit.epochs(spec.epochs):

@@ -10,12 +10,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from aunce_bench.data.loaders import FrameSet, ShuffledBatches, in_order, supervised_transform
+from aunce_bench.data.loaders import FrameSet, in_order, supervised_transform
 from aunce_bench.distributed import mean_over_ranks
 from aunce_bench.losses import class_weights
 from aunce_bench.models.backbones import input_normalisation
 from aunce_bench.specs import OptimSpec
-from aunce_bench.training.common import (BestState, TrainContext, ensure_finite, make_optimizer, make_scheduler)
+from aunce_bench.training.common import (BestState, TrainContext, ensure_finite, make_optimizer, make_scheduler,
+                                         training_batches)
 from aunce_bench.training.supervised import predict_logits, validation_f1
 
 # (logits_a, logits_b, labels, weights, epoch) -> (loss_a, loss_b)
@@ -36,7 +37,7 @@ def train_coteaching(model_a: nn.Module, model_b: nn.Module, train: FrameSet, va
     scaler = ctx.grad_scaler()  # one scaler for both optimisers: one backward pass of the summed losses
     best = BestState(*models)
     trained_a, trained_b = ctx.distribute(model_a), ctx.distribute(model_b)
-    batches = train.batches(ShuffledBatches(len(train), spec.batch_size, ctx.generator, ranks=ctx.ranks), device)
+    batches = training_batches(train, spec, ctx)
     val_batches = None if val is None else in_order(val, device)
     ctx.progress.stage("co-teaching", spec.epochs, steps)
     epoch_losses, limit = [], ctx.step_limit()

@@ -9,13 +9,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from aunce_bench.data.loaders import (FrameBatches, FrameSet, ShuffledBatches, eval_transform, in_order,
+from aunce_bench.data.loaders import (FrameBatches, FrameSet, eval_transform, in_order,
                                       training_transform)
 from aunce_bench.models.backbones import input_normalisation
 from aunce_bench.losses import class_weights
 from aunce_bench.metrics import au_metrics, mean_f1
 from aunce_bench.specs import OptimSpec, ViewSpec
-from aunce_bench.training.common import BestState, TrainContext, make_optimizer, make_scheduler, optimisation_step
+from aunce_bench.training.common import (BestState, TrainContext, make_optimizer, make_scheduler, optimisation_step,
+                                         training_batches)
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -53,7 +54,7 @@ def train_supervised(model: nn.Module, train: FrameSet, val: FrameSet | None, sp
     scaler = ctx.grad_scaler()
     best = BestState(model)
     trained = ctx.distribute(model)
-    batches = train.batches(ShuffledBatches(len(train), spec.batch_size, ctx.generator, ranks=ctx.ranks), device)
+    batches = training_batches(train, spec, ctx)
     val_batches = None if val is None else in_order(val, device)
     ctx.progress.stage("supervised", spec.epochs, len(batches))
     epoch_losses, limit = [], ctx.step_limit()
