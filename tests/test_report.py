@@ -198,13 +198,15 @@ FAST = {"tiny_wce": ("epochs: 12", "epochs: 1"), "tiny_aunce": ("epochs: 8", "ep
 
 @pytest.fixture(scope="module")
 def tiny(tiny_specs, tmp_path_factory):
-    """Tiny real runs through the CLI: tiny_wce and tiny_aunce on folds 1-2 (one epoch), then noise-curve adds
-    tiny_wce at symmetric:0.2 and missing_positive:0.2 on fold 1 (overlaid) and reuses its clean run. Returns (db,
-    noise-curve result, out folder)."""
+    """Tiny real runs through the CLI: tiny_wce and tiny_aunce on folds 1-2 (one epoch, timm's tiny test ResNet),
+    then noise-curve adds tiny_wce at symmetric:0.2 and missing_positive:0.2 on fold 1 (overlaid) and reuses its
+    clean run. Returns (db, noise-curve result, out folder)."""
     folder = tmp_path_factory.mktemp("tiny")
     for name, (old, new) in FAST.items():
         (folder / f"{name}.yaml").write_text((tiny_specs / f"{name}.yaml").read_text().replace(old, new)
-                                             .replace("epochs: 60", "epochs: 5"))
+                                             .replace("epochs: 60", "epochs: 5")
+                                             .replace("backbone: resnet18, graph: true, dim: 64",
+                                                      "backbone: test_resnet, graph: true, dim: 16"))
     protocol, db = str(tiny_specs / "tiny_easy.yaml"), folder / "results.sqlite"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AUNCE_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
