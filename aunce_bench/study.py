@@ -2,8 +2,8 @@
 
 A study YAML (built-in under `builtin/studies/`, or a path) names a protocol, a budget, folds and seeds, a
 `reference` method, the `focus_aus` the question is about, and factors; each factor lists points (a method,
-optionally another init). `plan_study` turns it into RunSpecs: every point, and the reference in each point's
-setting, so each point can be paired with the reference on the same test frames. `study_table` reads the
+optionally another init or face size). `plan_study` turns it into RunSpecs: every point, and the reference in
+each point's setting, so each point can be paired with the reference on the same test frames. `study_table` reads the
 stored runs back by run id: mean F1, the focus AUs' mean and the other AUs' mean, each with the paired-bootstrap
 interval of (point - reference) over test subjects.
 """
@@ -21,16 +21,20 @@ from pydantic import Field, ValidationError
 from aunce_bench.errors import UserError
 from aunce_bench.report.bootstrap import RESAMPLES, Interval, paired_difference, subject_counts
 from aunce_bench.results import ResultStore
-from aunce_bench.specs import BUILTIN, RunSpec, Strict, _load_yaml, load_method, load_protocol, validation_message
+from aunce_bench.specs import (BUILTIN, ProtocolSpec, RunSpec, Strict, _load_yaml, load_method, load_protocol,
+                               validation_message)
 
 
 class StudyPoint(Strict):
     method: str
     init: str | None = Field(None, description="backbone initialisation (default: the budget's)")
+    image_size: int | None = Field(None, ge=32, le=512, description="faces of this many pixels, the crop in "
+                                   "proportion (default: the budget's)")
 
     @property
     def label(self) -> str:
-        return self.method + (f" (init {self.init})" if self.init else "")
+        changes = [f"init {self.init}"] * bool(self.init) + [f"{self.image_size} px"] * bool(self.image_size)
+        return self.method + (f" ({', '.join(changes)})" if changes else "")
 
 
 class StudySpec(Strict):
@@ -81,12 +85,27 @@ def plan_study(study: StudySpec, root: Path | None = None) -> list[PlannedPoint]
 
     protocol = load_protocol(study.protocol)
 
-    def runs(method: str, init: str | None) -> list[RunSpec]:
-        return plan_runs(load_method(method), protocol, study.budget, study.folds, study.seeds, parse_noise("none"),
-                         root, None, init)
+    def runs(method: str, point: StudyPoint) -> list[RunSpec]:
+        resized = protocol if point.image_size is None else at_image_size(protocol, study.budget, point.image_size)
+        return plan_runs(load_method(method), resized, study.budget, study.folds, study.seeds, parse_noise("none"),
+                         root, None, point.init)
 
-    return [PlannedPoint(factor, point, runs(point.method, point.init), runs(study.reference, point.init))
+    return [PlannedPoint(factor, point, runs(point.method, point), runs(study.reference, point))
             for factor, points in study.factors.items() for point in points]
+
+
+def at_image_size(protocol: ProtocolSpec, budget: str, size: int) -> ProtocolSpec:
+    """`protocol` with the budget's faces rendered at `size` px and its crop scaled in proportion. The runs keep
+    the protocol's name; their data fingerprint differs, so leaderboards keep them apart."""
+    current = protocol.budget(budget)
+    base = current.data.get("image_size")
+    if base is None:
+        raise UserError(f"{protocol.where}: budget '{budget}' sets no data.image_size to scale from")
+    crop = round(current.crop_size * size / base)
+    changed = current.model_copy(update={"data": {**current.data, "image_size": size}, "crop_size": crop})
+    resized = protocol.model_copy(update={"budgets": {**protocol.budgets, budget: changed}})
+    resized._path = protocol._path
+    return resized
 
 
 def unique_runs(points: list[PlannedPoint]) -> list[RunSpec]:

@@ -130,3 +130,16 @@ def test_the_page_shows_each_aus_share_of_positives_per_batch_under_each_sampler
     for k, au in enumerate(run.aus):  # the shares of the fold's own training labels, as the sampler draws them
         shuffled, rare = ((labels == 1).mean(axis=0)[k], batch_positive_share(labels, "rare_au")[k])
         assert f"| AU{au} | {shuffled:.3f} | {rare:.3f} |" in section
+
+
+def test_a_resolution_point_renders_larger_faces_for_the_point_and_its_reference(tmp_path):
+    study = {**STUDY, "factors": {"resolution": [{"method": "aunce"}, {"method": "aunce", "image_size": 96}]}}
+    path = tmp_path / "resolution.yaml"
+    path.write_text(yaml.safe_dump(study))
+    base, larger = plan_study(load_study(str(path)))
+    assert larger.point.label == "aunce (96 px)"
+    for run in [*larger.runs, *larger.reference_runs]:  # 56 px crops of 64 px faces become 84 of 96
+        assert (run.train_data["image_size"], run.test_data["image_size"], run.crop_size) == (96, 96, 84)
+    assert {r.crop_size for r in base.runs} == {56}
+    assert not {r.run_id for r in base.runs} & {r.run_id for r in larger.runs}
+    assert larger.runs[0].data_fingerprint != base.runs[0].data_fingerprint  # kept apart on leaderboards
