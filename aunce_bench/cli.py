@@ -103,7 +103,8 @@ def synth(
 ) -> None:
     """Generate a SynthAU dataset (a FrameIndex on disk) and optionally a gallery PNG."""
     from aunce_bench.console import progress_for
-    from aunce_bench.data.synth.generate import SynthConfig, load_or_generate
+    from aunce_bench.data.synth.generate import load_or_generate
+    from aunce_bench.data.configs import SynthConfig
     from aunce_bench.paths import check_writable
 
     with _user_errors():

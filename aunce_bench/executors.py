@@ -9,7 +9,6 @@ failed with the original exception's type and message, and the other runs go on.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, replace
@@ -92,12 +91,12 @@ def _task_result(ray, ref) -> RunResult | RunFailure:
 
 def _generate_synth_data(runs: list[RunSpec]) -> None:
     """Generate the SynthAU data the runs read, once, before any task would."""
-    from aunce_bench.data.synth.generate import SynthConfig, load_or_generate
+    from aunce_bench.data.configs import SynthConfig
+    from aunce_bench.data.synth.generate import load_or_generate
 
-    configs = {json.dumps(config, sort_keys=True) for run in runs for config in (run.train_data, run.test_data)
-               if config.get("source") != "prepared"}
-    for config in sorted(configs):
-        load_or_generate(SynthConfig(**json.loads(config)))
+    configs = {config for run in runs for config in (run.train_data, run.test_data) if isinstance(config, SynthConfig)}
+    for config in sorted(configs, key=SynthConfig.content_hash):
+        load_or_generate(config)
 
 
 def _connect(ray, address: str | None) -> bool:

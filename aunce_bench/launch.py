@@ -28,10 +28,11 @@ import torch
 from filelock import FileLock, Timeout
 
 from aunce_bench import __version__, distributed
+from aunce_bench.data.configs import DataConfig, SynthConfig
 from aunce_bench.data.loaders import DataLoading, FrameSet, load_frames
 from aunce_bench.data.noise import NoiseNeedsData, NoiseSpec, apply_label_noise, sequence_rows
-from aunce_bench.data.prepared import PreparedConfig, data_root, prepared_info
-from aunce_bench.data.synth.generate import SynthConfig, load_or_generate
+from aunce_bench.data.prepared import data_root, prepared_info
+from aunce_bench.data.synth.generate import load_or_generate
 from aunce_bench.embeddings import PROVENANCE_KEY, discard_embeddings, embeddings_intact, write_embeddings
 from aunce_bench.errors import UserError
 from aunce_bench.metrics import AUMetrics, au_metrics, chance_f1, grouped_au_metrics, mean_f1
@@ -101,15 +102,15 @@ def _device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
-def run_frames(config: dict, subjects: list[str], aus: list[int], root: Path,
+def run_frames(config: DataConfig, subjects: list[str], aus: list[int], root: Path,
                loading: DataLoading = DataLoading(), progress: Progress = Progress()) -> FrameSet:
     """The frames of `subjects` from a run's data: SynthAU (generated on demand, its rendering told to `progress`)
     or a prepared dataset, in memory or streamed as `loading` decides."""
-    if config.get("source") != "prepared":
-        task = f"SynthAU {config['profile']} faces: rendering once, then cached"
-        _, folder, _ = load_or_generate(SynthConfig(**config), progress=partial(progress.count, task))
+    if isinstance(config, SynthConfig):
+        task = f"SynthAU {config.profile} faces: rendering once, then cached"
+        _, folder, _ = load_or_generate(config, progress=partial(progress.count, task))
         return load_frames(folder, subjects, aus, loading=loading)
-    prepared = PreparedConfig(**config)
+    prepared = config
     info = prepared_info(root, prepared.dataset)
     if info.fingerprint != prepared.fingerprint:
         raise UserError(f"dataset {prepared.dataset} at {info.folder} was prepared again after this run was planned; "
@@ -124,8 +125,6 @@ def rate(labels: np.ndarray) -> float:
     return float(labels[known].mean()) if known.any() else float("nan")
 
 
-def _dataset(config: dict) -> str:
-    return config.get("dataset") or config["profile"]
 
 
 def _metrics_table(metrics: dict[str, dict[str, AUMetrics]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -163,7 +162,7 @@ def machine_provenance(device: torch.device) -> dict:
 
 def start_run(store: ResultStore, run: RunSpec, machine: dict, redo: bool = False) -> None:
     """Record the run as running, with `machine` (see machine_provenance) and its selection and init."""
-    store.start_run(run.run_id, redo=redo, method=run.method.name, protocol=run.protocol, dataset=_dataset(run.test_data),
+    store.start_run(run.run_id, redo=redo, method=run.method.name, protocol=run.protocol, dataset=run.test_data.dataset_name,
                     budget=run.budget, fold=run.fold, seed=run.seed, noise=run.noise, spec=run.model_dump(mode="json"),
                     provenance={**machine, "selection": run.selection,
                                 "init": {"init": run.init, "weights": run.init_hash}})
@@ -201,7 +200,7 @@ def compute_run(run: RunSpec, device: torch.device, progress: Progress, root: Pa
         noisy_labels, flips = apply_label_noise(pool.labels, noise, seed=run.seed, sequences=sequences,
                                                 intensities=pool.intensities)
     except NoiseNeedsData as error:
-        raise UserError(f"--noise {run.noise}: {error} ({_dataset(run.train_data)}); choose another noise "
+        raise UserError(f"--noise {run.noise}: {error} ({run.train_data.dataset_name}); choose another noise "
                         "type for this dataset") from None
     pool = pool.with_labels(noisy_labels)  # noise hits the training folds only; test labels stay clean
     test = run_frames(run.test_data, run.test_subjects, run.aus, root, execution.data, progress)

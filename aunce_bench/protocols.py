@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from aunce_bench.data.configs import DataConfig, PreparedConfig, SynthConfig
 from aunce_bench.data.noise import NoiseSpec
-from aunce_bench.data.prepared import PreparedConfig, data_root, prepared_info
-from aunce_bench.data.synth.generate import SynthConfig, subject_names
+from aunce_bench.data.prepared import data_root, prepared_info
+from aunce_bench.data.synth.generate import subject_names
 from aunce_bench.data.synth.profiles import PROFILES
 from aunce_bench.errors import UserError
 from aunce_bench.specs import DEFAULT_INIT, DataSpec, MethodSpec, ProtocolSpec, RunSpec, validation_message
-
-DataConfig = SynthConfig | PreparedConfig
 
 
 @dataclass(frozen=True)
@@ -249,8 +248,8 @@ def plan_runs(method: MethodSpec, protocol: ProtocolSpec, budget: str, folds: li
                 method=resolved, protocol=protocol.name, selection=selection or protocol.selection,
                 validation_fraction=protocol.validation_fraction, decision_threshold=protocol.decision_threshold,
                 budget=budget, crop_size=protocol.budgets[budget].crop_size, fold=plan.index, fold_name=plan.name,
-                seed=seed, noise=str(noise), aus=plan.aus, train_data=plan.train_data.model_dump(),
-                test_data=plan.test_data.model_dump(), train_subjects=plan.train_subjects,
+                seed=seed, noise=str(noise), aus=plan.aus, train_data=plan.train_data,
+                test_data=plan.test_data, train_subjects=plan.train_subjects,
                 test_subjects=plan.test_subjects, data_fingerprint=fingerprint.hexdigest()[:20], init_hash=init_hash,
             ))
     return runs

@@ -53,13 +53,13 @@ def smoke_runs(plan: Callable[[ProtocolSpec], list[RunSpec]], protocol: Protocol
     runs = [_capped(run, batch_size) for run in plan(_with_data(protocol, budget, cut))]
     needed = max(steps * (run.method.train or run.method.probe).batch_size for run in runs)
     frames = -(-needed // min(len(_fit_subjects(run)) for run in runs))  # per subject
-    cut["frames_per_sequence"] = frames * max(run.train_data["frame_stride"] for run in runs)
+    cut["frames_per_sequence"] = frames * max(run.train_data.frame_stride for run in runs)
     planned = plan(_with_data(protocol, budget, cut))
     runs = [_capped(run, batch_size) for run in planned]
     method, first = runs[0].method, runs[0]
     lines = [f"smoke: {method.name} on {protocol.name}, {budget} budget: {steps} optimiser step(s) of each training "
              f"stage, then evaluation; nothing is stored",
-             f"smoke: model {_fields(method.model)}; {first.crop_size} px crops of {first.train_data['image_size']} px "
+             f"smoke: model {_fields(method.model)}; {first.crop_size} px crops of {first.train_data.image_size} px "
              f"faces"]
     lines += [f"smoke: {name} {_fields(spec)}" for name, spec in (("loss", method.loss), ("train", method.train),
                                                                    ("probe", method.probe)) if spec is not None]

@@ -27,6 +27,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, 
                       model_validator)
 
 from aunce_bench import __version__
+from aunce_bench.data.configs import DataConfig, data_source
 from aunce_bench.errors import UserError
 from aunce_bench.registry import unknown_name
 
@@ -103,12 +104,8 @@ class PreparedData(Strict):
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
-def _data_source(value: Any) -> str:
-    return value.get("source", "synth") if isinstance(value, dict) else getattr(value, "source", "synth")
-
-
 DataSpec = Annotated[Union[Annotated[SynthData, Tag("synth")], Annotated[PreparedData, Tag("prepared")]],
-                     Discriminator(_data_source)]
+                     Discriminator(data_source)]
 
 
 class KFoldSplit(Strict):
@@ -369,8 +366,8 @@ class RunSpec(Strict):
     seed: int
     noise: str
     aus: list[int]
-    train_data: dict[str, Any]
-    test_data: dict[str, Any]
+    train_data: DataConfig
+    test_data: DataConfig
     train_subjects: list[str]
     test_subjects: list[str]
     data_fingerprint: str

@@ -72,7 +72,7 @@ class SynthFaceConfig(BaseModel):
         return int(round(self.crop_size * 8 / 7))
 
     def pool_configs(self):
-        from aunce_bench.data.synth.generate import SynthConfig
+        from aunce_bench.data.configs import SynthConfig
 
         return [SynthConfig(profile=profile, subjects=self.identities_per_profile, sequences_per_subject=self.sequences,
                             frames_per_sequence=self.frames_per_sequence, frame_stride=self.frame_stride,
@@ -80,7 +80,7 @@ class SynthFaceConfig(BaseModel):
                 for profile in POOL_PROFILES]
 
     def content_hash(self) -> str:
-        from aunce_bench.data.synth.generate import GENERATOR_VERSION
+        from aunce_bench.data.configs import GENERATOR_VERSION
 
         # the pool's faces change with the generator: a build on older faces is another build
         payload = {"synthface_version": SYNTHFACE_VERSION, "generator_version": GENERATOR_VERSION, **self.model_dump()}

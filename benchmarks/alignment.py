@@ -40,7 +40,8 @@ from rich.table import Table  # noqa: E402
 
 from aunce_bench.data import faces  # noqa: E402
 from aunce_bench.data.landmarks import roll_degrees, similarity, template, transform  # noqa: E402
-from aunce_bench.data.synth.generate import SynthConfig, generate, identity_for, subject_name  # noqa: E402
+from aunce_bench.data.synth.generate import generate, identity_for, subject_name  # noqa: E402
+from aunce_bench.data.configs import SynthConfig
 from aunce_bench.data.synth.profiles import PROFILES  # noqa: E402
 
 FRAME = (480, 640)  # height, width

@@ -39,7 +39,8 @@ from rich.table import Table
 
 from aunce_bench.data.index import FrameIndex, frame_features
 from aunce_bench.data.loaders import DataLoading, ShuffledBatches, load_frames
-from aunce_bench.data.synth.generate import SynthConfig, load_or_generate
+from aunce_bench.data.synth.generate import load_or_generate
+from aunce_bench.data.configs import SynthConfig
 from aunce_bench.paths import default_cache_root
 
 BATCH = 64

@@ -45,8 +45,8 @@ def _rng(*key) -> np.random.Generator:
 def _test_set(run) -> dict[str, np.ndarray]:
     """Frames of the run's test subjects (every pose bin for pose protocols) with labels at the profile's base
     rates; the same for every method, seed and noise of a fold."""
-    rates = PROFILES[run.test_data["profile"]].labels.base_rates
-    bins = [pose_bin_name(*b) for b in POSE_BINS] if run.test_data["pose"] == "bins" else ["frontal"]
+    rates = PROFILES[run.test_data.dataset_name].labels.base_rates
+    bins = [pose_bin_name(*b) for b in POSE_BINS] if getattr(run.test_data, "pose", None) == "bins" else ["frontal"]
     rng = _rng(run.protocol, run.fold_name)
     n = len(run.test_subjects) * FRAMES_PER_SUBJECT
     keys = {"subject": np.repeat(run.test_subjects, FRAMES_PER_SUBJECT), "sequence": np.full(n, "T1"),
@@ -100,7 +100,7 @@ def _store_run(store: ResultStore, run, skill: float) -> None:
     for column, name in enumerate(names):
         predictions[f"prob_{name}"] = probabilities[:, column].astype(np.float32)
         predictions[f"label_{name}"] = labels[:, column]
-    store.start_run(run.run_id, method=run.method.name, protocol=run.protocol, dataset=run.test_data["profile"],
+    store.start_run(run.run_id, method=run.method.name, protocol=run.protocol, dataset=run.test_data.dataset_name,
                     budget=run.budget, fold=run.fold, seed=run.seed, noise=run.noise,
                     spec=run.model_dump(mode="json"),
                     provenance={"versions": {"python": sys.version.split()[0]}, "git_revision": None,

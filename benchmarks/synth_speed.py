@@ -15,7 +15,8 @@ import time
 import numpy as np
 
 from aunce_bench.data.synth.face import expressive_landmarks, neutral_landmarks
-from aunce_bench.data.synth.generate import SynthConfig, generate, identity_for, label_process
+from aunce_bench.data.synth.generate import generate, identity_for, label_process
+from aunce_bench.data.configs import SynthConfig
 from aunce_bench.data.synth.profiles import PROFILES
 from aunce_bench.data.synth.render import Pose, encode_jpeg, render_face
 

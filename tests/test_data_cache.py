@@ -20,8 +20,9 @@ from typer.testing import CliRunner
 from aunce_bench.cli import app
 from aunce_bench.data.index import MARKER_FILE, FrameIndex
 from aunce_bench.data.prepare import prepare
-from aunce_bench.data.prepared import PreparedConfig, prepared_info
-from aunce_bench.data.synth.generate import SynthConfig, default_output, load_or_generate
+from aunce_bench.data.configs import PreparedConfig, SynthConfig
+from aunce_bench.data.prepared import prepared_info
+from aunce_bench.data.synth.generate import default_output, load_or_generate
 from aunce_bench.errors import UserError
 from aunce_bench.paths import WORK_KINDS, check_writable, work_folder
 from aunce_bench.protocols import fold_plans
@@ -39,7 +40,8 @@ ARROW_FILE = "data-00000-of-00001.arrow"
 GENERATOR = """
 import sys, time
 from pathlib import Path
-from aunce_bench.data.synth.generate import SynthConfig, load_or_generate
+from aunce_bench.data.synth.generate import load_or_generate
+from aunce_bench.data.configs import SynthConfig
 config = SynthConfig(**{config})
 print("ready", flush=True)
 while not Path(sys.argv[1]).exists():

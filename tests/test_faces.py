@@ -27,7 +27,8 @@ from aunce_bench.data.landmarks import (
 )
 from aunce_bench.data.prepare import prepare
 from aunce_bench.data.synth.face import neutral_landmarks
-from aunce_bench.data.synth.generate import SynthConfig, generate, identity_for
+from aunce_bench.data.synth.generate import generate, identity_for
+from aunce_bench.data.configs import SynthConfig
 from aunce_bench.data.synth.label_stats import RENDERED_AUS
 from aunce_bench.data.synth.profiles import PROFILES
 from aunce_bench.data.synth.render import Pose, render_face

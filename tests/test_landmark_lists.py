@@ -15,7 +15,8 @@ from aunce_bench.data.landmark_lists import read_landmark_list
 from aunce_bench.data.landmarks import TEMPLATE, five_from_68, normalised_error
 from aunce_bench.data.prepare import prepare
 from aunce_bench.data.synth.face import neutral_landmarks
-from aunce_bench.data.synth.generate import SynthConfig, identity_for
+from aunce_bench.data.synth.generate import identity_for
+from aunce_bench.data.configs import SynthConfig
 from aunce_bench.data.synth.label_stats import RENDERED_AUS
 from aunce_bench.data.synth.profiles import PROFILES
 from aunce_bench.data.synth.render import Pose, render_face

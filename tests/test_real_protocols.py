@@ -143,8 +143,8 @@ def test_budgets_of_real_protocols(root, tmp_path):
 def test_quick_budget_subsamples_sequences_and_resizes(root):
     run = plan_runs(load_method("wce"), load_protocol("bp4d_3fold"), "quick", [1], [0], NoiseSpec.parse("none"),
                     root)[0]
-    assert run.train_data["frame_stride"] == 40 and run.train_data["image_size"] == 64
-    assert run.test_data["dataset"] == "bp4d" and len(run.data_fingerprint) == 20
+    assert run.train_data.frame_stride == 40 and run.train_data.image_size == 64
+    assert run.test_data.dataset == "bp4d" and len(run.data_fingerprint) == 20
     test = run_frames(run.test_data, run.test_subjects, run.aus, root)
     assert tuple(test.read([0]).shape[1:]) == (3, 64, 64)
     assert len(test) == 13 * 2  # 13 test subjects x 2 sequences, the first of every 40 frames of each
@@ -177,7 +177,7 @@ def test_partition_protocols_use_the_official_split_and_views(tmp_path):
     plan = fold_plans(load_protocol("fera17_pose"), "full", data)[0]
     assert plan.train_subjects == ["TR_F001"] and plan.test_subjects == ["VA_F001"]
     assert plan.train_data.pose_bins == ["view6"] and plan.test_data.pose_bins is None
-    train = run_frames(plan.train_data.model_dump(), plan.train_subjects, plan.aus, data)
+    train = run_frames(plan.train_data, plan.train_subjects, plan.aus, data)
     assert set(train.keys["pose_bin"]) == {"view6"} and len(train) == 4  # the frontal view only, not view1
     wrong = load_protocol("fera17_pose").model_copy(update={"data": load_protocol("fera17_pose").data.model_copy(
         update={"overrides": {"pose_bins": ["view9"]}})})

@@ -67,8 +67,8 @@ def store_synthetic_run(store, run, skill, frames_per_subject=4, history=True, p
     """Store `run` as done with predictions of the given skill (or `predict(run, labels)`'s probabilities) on
     labels shared by every run of its fold, and a synthetic history (`history`: True, False for none as stores
     written before histories, or the entries)."""
-    rates = PROFILES[run.test_data["profile"]].labels.base_rates
-    bins = [pose_bin_name(*b) for b in POSE_BINS] if run.test_data["pose"] == "bins" else ["frontal"]
+    rates = PROFILES[run.test_data.dataset_name].labels.base_rates
+    bins = [pose_bin_name(*b) for b in POSE_BINS] if getattr(run.test_data, "pose", None) == "bins" else ["frontal"]
     label_rng = _rng(run.protocol, run.fold_name)
     n = len(run.test_subjects) * frames_per_subject
     labels = (label_rng.random((n, len(run.aus))) < [rates[au] for au in run.aus]).astype(np.int8)
@@ -90,7 +90,7 @@ def store_synthetic_run(store, run, skill, frames_per_subject=4, history=True, p
     for column, name in enumerate(names):
         predictions[f"prob_{name}"] = probabilities[:, column]
         predictions[f"label_{name}"] = labels[:, column]
-    store.start_run(run.run_id, method=run.method.name, protocol=run.protocol, dataset=run.test_data["profile"],
+    store.start_run(run.run_id, method=run.method.name, protocol=run.protocol, dataset=run.test_data.dataset_name,
                     budget=run.budget, fold=run.fold, seed=run.seed, noise=run.noise, spec=run.model_dump(mode="json"),
                     provenance={"versions": {"aunce_bench": "test"}, "device": "synthetic", "selection": "strict"})
     stored = {group: {au: vars(m) for au, m in per_au.items()} for group, per_au in metrics.items()}

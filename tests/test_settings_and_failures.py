@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 from aunce_bench import launch
 from aunce_bench.api import load_results
 from aunce_bench.cli import app
+from aunce_bench.data.configs import PreparedConfig
 from aunce_bench.report.aggregate import cross_dataset, label_stats, leaderboards, noise_curves, run_key
 from aunce_bench.report.exports import format_leaderboards
 from aunce_bench.results import ResultStore
@@ -129,9 +130,11 @@ def test_runs_on_another_preparation_of_the_data_get_their_own_leaderboard(tmp_p
 
 
 def test_cross_dataset_rows_compare_with_in_domain_runs_on_the_same_preparation_only(tmp_path):
-    def prepared_as(runs, fingerprint):  # the runs' target data as prepared with this content hash
-        return [run.model_copy(update={"test_data": {**run.test_data, "fingerprint": fingerprint},
-                                       "data_fingerprint": fingerprint * 20}) for run in runs]
+    def prepared_as(runs, fingerprint):  # the runs' datasets as prepared ones, the target with this content hash
+        return [run.model_copy(update={
+            "train_data": PreparedConfig(dataset=run.train_data.profile),
+            "test_data": PreparedConfig(dataset=run.test_data.profile, fingerprint=fingerprint),
+            "data_fingerprint": fingerprint * 20}) for run in runs]
 
     cross = prepared_as(synthetic_runs("wce", "synth_cross_dataset"), "0")
     in_domain = {seeds: {"same": prepared_as(synthetic_runs("wce", "synth_bp4d_3fold", seeds=seeds[:1]), "0"),

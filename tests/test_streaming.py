@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from aunce_bench.cli import app
 from aunce_bench.data.loaders import DataLoading, FrameSet, InMemoryImages, ShuffledBatches, StreamedImages, load_frames
-from aunce_bench.data.synth.generate import SynthConfig, load_or_generate
+from aunce_bench.data.synth.generate import load_or_generate
+from aunce_bench.data.configs import SynthConfig
 from aunce_bench.results import ResultStore
 
 runner = CliRunner()

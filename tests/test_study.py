@@ -139,7 +139,7 @@ def test_a_resolution_point_renders_larger_faces_for_the_point_and_its_reference
     base, larger = plan_study(load_study(str(path)))
     assert larger.point.label == "aunce (96 px)"
     for run in [*larger.runs, *larger.reference_runs]:  # 56 px crops of 64 px faces become 84 of 96
-        assert (run.train_data["image_size"], run.test_data["image_size"], run.crop_size) == (96, 96, 84)
+        assert (run.train_data.image_size, run.test_data.image_size, run.crop_size) == (96, 96, 84)
     assert {r.crop_size for r in base.runs} == {56}
     assert not {r.run_id for r in base.runs} & {r.run_id for r in larger.runs}
     assert larger.runs[0].data_fingerprint != base.runs[0].data_fingerprint  # kept apart on leaderboards

@@ -11,7 +11,8 @@ from PIL import Image
 from aunce_bench.data.index import FrameIndex, MARKER_FILE
 from aunce_bench.data.landmarks import five_from_68
 from aunce_bench.data.loaders import DataLoading, load_frames
-from aunce_bench.data.synth.generate import POSE_BINS, SynthConfig, generate, label_process, load_or_generate
+from aunce_bench.data.synth.generate import POSE_BINS, generate, label_process, load_or_generate
+from aunce_bench.data.configs import SynthConfig
 from aunce_bench.data.synth.label_stats import RENDERED_AUS
 from aunce_bench.data.synth.profiles import PROFILES
 from aunce_bench.errors import UserError

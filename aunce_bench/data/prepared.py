@@ -7,18 +7,12 @@ the index's completion marker was interrupted and is never used.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from aunce_bench.data.formats import prepare_command
 from aunce_bench.data.index import MARKER_FILE, is_complete, read_marker
-from aunce_bench.data.synth.generate import bounded_int
 from aunce_bench.errors import UserError
 
 DATA_ROOT_ENV = "AUNCE_BENCH_DATA"
@@ -29,23 +23,6 @@ def data_root(explicit: Path | None = None) -> Path:
     if explicit is not None:
         return Path(explicit)
     return Path(os.environ.get(DATA_ROOT_ENV, Path.home() / ".cache" / "aunce_bench" / "data"))
-
-
-class PreparedConfig(BaseModel):
-    """How a run loads a prepared dataset: which frames, at what size, labelled at which threshold."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    source: Literal["prepared"] = "prepared"
-    dataset: str = Field(pattern=r"^[a-z0-9][a-z0-9_+-]*$", description="a prepared dataset's name")
-    frame_stride: bounded_int(1, 10_000) = Field(1, description="keep every n-th frame of each sequence")
-    image_size: bounded_int(32, 1024) | None = Field(None, description="resize the stored crops (None: keep 256)")
-    occurrence_threshold: float = Field(2.0, gt=0.0, le=5.0, description="labels from stored intensities (DISFA)")
-    pose_bins: list[str] | None = Field(None, min_length=1, description="keep only these pose bins / views (None: all)")
-    fingerprint: str = Field("", description="content hash of the prepared index")
-
-    def content_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -351,7 +351,7 @@ def gallery_jpeg(config: dict, fingerprint: str) -> str:
         from filelock import FileLock
 
         from aunce_bench.data.synth.gallery import sample_grid
-        from aunce_bench.data.synth.generate import SynthConfig
+        from aunce_bench.data.configs import SynthConfig
 
         check_writable(cached.parent)
         with FileLock(f"{cached}.lock"):

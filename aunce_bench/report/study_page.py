@@ -9,7 +9,7 @@ import numpy as np
 
 from aunce_bench.data.loaders import batch_positive_share
 from aunce_bench.data.synth.cue_audit import AUDIT_INTENSITY, CueRow
-from aunce_bench.data.synth.generate import GENERATOR_VERSION
+from aunce_bench.data.configs import GENERATOR_VERSION
 from aunce_bench.report.bootstrap import Interval
 from aunce_bench.study import StudyRow, StudySpec
 

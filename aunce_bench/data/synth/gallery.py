@@ -10,14 +10,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from aunce_bench.data.synth.face import AU_COLUMN, expressive_landmarks, neutral_landmarks
-from aunce_bench.data.synth.generate import (
-    RENDER_STREAM,
-    SynthConfig,
-    keyed_rng,
-    head_pose_track,
-    identity_for,
-    label_process,
-)
+from aunce_bench.data.synth.generate import RENDER_STREAM, keyed_rng, head_pose_track, identity_for, label_process
+from aunce_bench.data.configs import SynthConfig
 from aunce_bench.data.synth.label_stats import RENDERED_AUS
 from aunce_bench.data.synth.profiles import PROFILES
 from aunce_bench.data.synth.render import Pose, render_face

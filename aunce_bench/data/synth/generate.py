@@ -8,8 +8,6 @@ process at a time (the FrameIndex writer lock); the others wait and reuse what i
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shlex
 from collections.abc import Callable, Iterator
@@ -17,12 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from scipy.ndimage import gaussian_filter1d
 
+from aunce_bench.data.configs import GENERATOR_VERSION, SynthConfig
 from aunce_bench.data.landmarks import five_from_68
 from aunce_bench.data.synth.face import expressive_landmarks, neutral_landmarks, sample_identity
 from aunce_bench.data.synth.label_stats import RENDERED_AUS
@@ -37,7 +35,6 @@ if TYPE_CHECKING:  # the module is imported in the functions that need it: it im
     from aunce_bench.data.index import FrameIndex  # which labels and faces alone (a report's gallery) do not
 
 # Bump when a change to the face model, renderer or label process changes generated data.
-GENERATOR_VERSION = 3  # 2: the true landmarks are stored; 3: lip AUs shape first, both profiles framed alike
 
 IDENTITY_STREAM = 0x49444E54  # "IDNT"
 POSE_STREAM = 0x504F5345  # "POSE"
@@ -50,69 +47,6 @@ FRONTAL = "frontal"
 
 def pose_bin_name(yaw: int, pitch: int) -> str:
     return f"yaw{yaw:+d}_pitch{pitch:+d}"
-
-
-def bounded_int(low: int, high: int) -> Any:
-    """An int field from `low` to `high`. Anything else (a string, a float, a bool, an int out of range) is
-    refused, never coerced, with one message that gives the range."""
-
-    def check(value: object) -> object:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"must be a whole number from {low} to {high}, got {value!r}")
-        return value
-
-    return Annotated[int, Field(ge=low, le=high), BeforeValidator(check)]
-
-
-class SynthConfig(BaseModel):
-    """What to generate. Counts left as None take the profile's defaults (BP4D/DISFA-like sizes)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    profile: str = "bp4d"
-    subjects: bounded_int(1, 1000) | None = None
-    sequences_per_subject: bounded_int(1, 100) | None = None
-    frames_per_sequence: bounded_int(1, 100_000) | None = None
-    frame_stride: bounded_int(1, 10_000) = Field(
-        10, description="render every n-th frame; labels evolve at the full rate"
-    )
-    image_size: bounded_int(32, 1024) = 112
-    seed: bounded_int(0, 2**32 - 1) = 0
-    occurrence_threshold: float = Field(2.0, gt=0.0, le=5.0, description="occurrence = intensity >= this")
-    pose: Literal["frontal", "bins"] = Field("frontal", description="near-frontal jitter, or every frame in all 15 pose bins")
-    difficulty: float = Field(
-        1.0, gt=0.0, le=10.0, description="divides the ratio of AU cue strength to identity/capture nuisance"
-    )
-
-    @field_validator("profile")
-    @classmethod
-    def _known_profile(cls, name: str) -> str:
-        if name not in PROFILES:
-            raise ValueError(str(PROFILES.unknown(name)))  # pydantic names the field
-        return name
-
-    def resolved(self) -> "SynthConfig":
-        """The same configuration with every default count filled in from the profile."""
-        stats = PROFILES[self.profile].labels
-        return self.model_copy(
-            update={
-                "subjects": self.subjects or stats.n_subjects,
-                "sequences_per_subject": self.sequences_per_subject or stats.sequences_per_subject,
-                "frames_per_sequence": self.frames_per_sequence or stats.frames_per_sequence,
-            }
-        )
-
-    def content_hash(self) -> str:
-        payload = {"generator_version": GENERATOR_VERSION, **self.resolved().model_dump()}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-    @property
-    def cue_strength(self) -> float:
-        return self.difficulty**-0.5
-
-    @property
-    def nuisance(self) -> float:
-        return self.difficulty**0.5
 
 
 @lru_cache(maxsize=4)
