@@ -182,7 +182,7 @@ def print_run_summary(console: Console, method: str, protocol: str, budget: str,
         run = outcome.run
         cells = [f"{v:.3f}" if v is not None else "" for v in (outcome.mean_f1, outcome.chance_f1, outcome.mean_auc)]
         wall = f"{outcome.wall_s:.0f}" if outcome.wall_s is not None else ""
-        table.add_row(run.fold_name, str(run.seed), run.noise, outcome.status, *cells, wall)
+        table.add_row(run.fold_name, str(run.seed), str(run.noise), outcome.status, *cells, wall)
     done = [o for o in outcomes if o.status == "done"]
     if len(done) > 1:
         f1_mean, f1_std = summarise([o.mean_f1 for o in done])

@@ -30,7 +30,7 @@ from filelock import FileLock, Timeout
 from aunce_bench import __version__, distributed
 from aunce_bench.data.configs import DataConfig, SynthConfig
 from aunce_bench.data.loaders import DataLoading, FrameSet, load_frames
-from aunce_bench.data.noise import NoiseNeedsData, NoiseSpec, apply_label_noise, sequence_rows
+from aunce_bench.data.noise import NoiseNeedsData, apply_label_noise, sequence_rows
 from aunce_bench.data.prepared import data_root, prepared_info
 from aunce_bench.data.synth.generate import load_or_generate
 from aunce_bench.embeddings import PROVENANCE_KEY, discard_embeddings, embeddings_intact, write_embeddings
@@ -163,7 +163,7 @@ def machine_provenance(device: torch.device) -> dict:
 def start_run(store: ResultStore, run: RunSpec, machine: dict, redo: bool = False) -> None:
     """Record the run as running, with `machine` (see machine_provenance) and its selection and init."""
     store.start_run(run.run_id, redo=redo, method=run.method.name, protocol=run.protocol, dataset=run.test_data.dataset_name,
-                    budget=run.budget, fold=run.fold, seed=run.seed, noise=run.noise, spec=run.model_dump(mode="json"),
+                    budget=run.budget, fold=run.fold, seed=run.seed, noise=str(run.noise), spec=run.model_dump(mode="json"),
                     provenance={**machine, "selection": run.selection,
                                 "init": {"init": run.init, "weights": run.init_hash}})
 
@@ -193,7 +193,7 @@ def compute_run(run: RunSpec, device: torch.device, progress: Progress, root: Pa
     """Data, noise, fit, predict and metrics of one run, without touching the store."""
     started = time.perf_counter()
     pool = run_frames(run.train_data, run.train_subjects, run.aus, root, execution.data, progress)
-    noise = NoiseSpec.parse(run.noise)
+    noise = run.noise
     sequences = sequence_rows(np.char.add(pool.keys["subject"].astype(str), "/" + pool.keys["sequence"].astype(str)),
                               pool.keys["frame"])
     try:

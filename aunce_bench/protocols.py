@@ -248,7 +248,7 @@ def plan_runs(method: MethodSpec, protocol: ProtocolSpec, budget: str, folds: li
                 method=resolved, protocol=protocol.name, selection=selection or protocol.selection,
                 validation_fraction=protocol.validation_fraction, decision_threshold=protocol.decision_threshold,
                 budget=budget, crop_size=protocol.budgets[budget].crop_size, fold=plan.index, fold_name=plan.name,
-                seed=seed, noise=str(noise), aus=plan.aus, train_data=plan.train_data,
+                seed=seed, noise=noise, aus=plan.aus, train_data=plan.train_data,
                 test_data=plan.test_data, train_subjects=plan.train_subjects,
                 test_subjects=plan.test_subjects, data_fingerprint=fingerprint.hexdigest()[:20], init_hash=init_hash,
             ))

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainSerializer, PlainValidator, PrivateAttr, Tag,
+                      ValidationError, field_validator, model_validator)
 
 from aunce_bench import __version__
 from aunce_bench.data.configs import DataConfig, data_source
+from aunce_bench.data.noise import NoiseSpec
 from aunce_bench.errors import UserError
 from aunce_bench.registry import unknown_name
 
@@ -351,6 +352,18 @@ def _deep_merge(base: dict, update: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- runs
+def _noise_spec(value: Any) -> NoiseSpec:
+    if isinstance(value, NoiseSpec):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"give a noise spec such as 'symmetric:0.2' or 'none', got {value!r}")
+    return NoiseSpec.parse(value)
+
+
+# A NoiseSpec in a RunSpec, stored (and hashed into the run id) as its canonical text, e.g. "symmetric:0.2".
+Noise = Annotated[NoiseSpec, PlainValidator(_noise_spec), PlainSerializer(str, return_type=str)]
+
+
 class RunSpec(Strict):
     """One fully resolved run; its content hash is the run id."""
 
@@ -364,7 +377,7 @@ class RunSpec(Strict):
     fold: int
     fold_name: str
     seed: int
-    noise: str
+    noise: Noise
     aus: list[int]
     train_data: DataConfig
     test_data: DataConfig

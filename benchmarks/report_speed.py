@@ -87,7 +87,7 @@ def history(run, skill: float) -> list[dict]:
 def _store_run(store: ResultStore, run, skill: float) -> None:
     data = _test_set(run)
     labels, keys = data["labels"], data["keys"]
-    noise = NoiseSpec.parse(run.noise)
+    noise = run.noise
     margin = skill * (1 - (1.5 if noise.kind == "symmetric" else 0.8) * noise.rate)
     rng = _rng(run.run_id)
     probabilities = 1 / (1 + np.exp(-(margin * (2 * (labels == 1) - 1) + rng.normal(0, 1.2, labels.shape) - 0.3)))
@@ -101,7 +101,7 @@ def _store_run(store: ResultStore, run, skill: float) -> None:
         predictions[f"prob_{name}"] = probabilities[:, column].astype(np.float32)
         predictions[f"label_{name}"] = labels[:, column]
     store.start_run(run.run_id, method=run.method.name, protocol=run.protocol, dataset=run.test_data.dataset_name,
-                    budget=run.budget, fold=run.fold, seed=run.seed, noise=run.noise,
+                    budget=run.budget, fold=run.fold, seed=run.seed, noise=str(run.noise),
                     spec=run.model_dump(mode="json"),
                     provenance={"versions": {"python": sys.version.split()[0]}, "git_revision": None,
                                 "device": "synthetic (benchmark)", "selection": run.selection})

@@ -72,7 +72,7 @@ def test_noise_hits_training_labels_only_and_rates_are_stored(tiny_specs, tmp_pa
         assert rates["rho_01"] == 0.0 and 0.35 < rates["rho_10"] < 0.65
     test_labels = store.predictions(run.run_id).column("label_AU12").to_numpy()
     clean = ResultStore(tmp_path / "clean.sqlite")
-    execute_run(run.model_copy(update={"noise": "none"}), clean, torch.device("cpu"), Progress())
+    execute_run(run.model_copy(update={"noise": NoiseSpec.parse("none")}), clean, torch.device("cpu"), Progress())
     clean_run = clean.runs()[0]["run_id"]
     assert (clean.predictions(clean_run).column("label_AU12").to_numpy() == test_labels).all()
 

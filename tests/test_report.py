@@ -76,7 +76,7 @@ def store_synthetic_run(store, run, skill, frames_per_subject=4, history=True, p
     labels = np.tile(labels, (len(bins), 1))
     keys = {"subject": np.tile(np.repeat(run.test_subjects, frames_per_subject), len(bins)),
             "pose_bin": np.repeat(bins, n)}
-    noise = NoiseSpec.parse(run.noise)
+    noise = run.noise
     rng = _rng(run.run_id)
     margin = skill * (1 - noise.rate)
     drawn = 1 / (1 + np.exp(-(margin * (2 * (labels == 1) - 1) + rng.normal(0, 1, labels.shape))))
@@ -91,7 +91,7 @@ def store_synthetic_run(store, run, skill, frames_per_subject=4, history=True, p
         predictions[f"prob_{name}"] = probabilities[:, column]
         predictions[f"label_{name}"] = labels[:, column]
     store.start_run(run.run_id, method=run.method.name, protocol=run.protocol, dataset=run.test_data.dataset_name,
-                    budget=run.budget, fold=run.fold, seed=run.seed, noise=run.noise, spec=run.model_dump(mode="json"),
+                    budget=run.budget, fold=run.fold, seed=run.seed, noise=str(run.noise), spec=run.model_dump(mode="json"),
                     provenance={"versions": {"aunce_bench": "test"}, "device": "synthetic", "selection": "strict"})
     stored = {group: {au: vars(m) for au, m in per_au.items()} for group, per_au in metrics.items()}
     store.finish_run(run.run_id, metrics=stored,
@@ -121,7 +121,7 @@ def fill_synthetic(db):
                 history = True
                 if run.protocol == "synth_cross_dataset":
                     history = False  # as stored before histories were recorded
-                elif (run.method.name, run.protocol, run.fold, run.seed, run.noise) == RAGGED:
+                elif (run.method.name, run.protocol, run.fold, run.seed, str(run.noise)) == RAGGED:
                     history = synthetic_history(run, skill, epochs={"linear probe": 30})  # stopped early
                 store_synthetic_run(store, run, skill, history=history)
     return db

@@ -93,7 +93,7 @@ def test_run_ids_hash_the_resolved_run():
     again = plan_runs(wce, protocol, "quick", None, [0, 1], CLEAN)
     assert [r.run_id for r in runs] == [r.run_id for r in again]
     noisy = plan_runs(wce, protocol, "quick", [1], [0], parse_noise("symmetric:0.2"))[0]
-    assert noisy.noise == "symmetric:0.2" and noisy.run_id != runs[0].run_id
+    assert str(noisy.noise) == "symmetric:0.2" and noisy.run_id != runs[0].run_id
     tweaked = wce.model_copy(update={"train": wce.train.model_copy(update={"weight_decay": 0.01})})
     assert plan_runs(tweaked, protocol, "quick", [1], [0], CLEAN)[0].run_id != runs[0].run_id
 

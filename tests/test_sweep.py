@@ -130,7 +130,7 @@ def test_bad_input_is_one_line_naming_the_option(arguments, message, tmp_path):
 def _stored(run, f1, status="done"):
     """A run as ResultStore.runs() returns it (the fields the aggregation reads)."""
     return {"run_id": run.run_id, "status": status, "method": run.method.name, "protocol": run.protocol,
-            "budget": run.budget, "noise": run.noise, "fold": run.fold, "seed": run.seed,
+            "budget": run.budget, "noise": str(run.noise), "fold": run.fold, "seed": run.seed,
             "mean_f1": f1 if status == "done" else None, "spec": run.model_dump(mode="json")}
 
 
