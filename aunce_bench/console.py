@@ -174,7 +174,7 @@ PRIOR_SHIFT = 2.0
 def print_run_summary(console: Console, method: str, protocol: str, budget: str, outcomes: list) -> None:
     """Per run: mean F1, chance F1 and mean AUC; then the AUs' train and test base rates, and a note per
     test set whose base rates shifted from the training ones."""
-    inits = sorted({o.run.init for o in outcomes})
+    inits = sorted({str(o.run.init) for o in outcomes})
     table = Table(title=f"{method} on {protocol} ({budget} budget), init {', '.join(inits)}")
     for column in ("fold", "seed", "noise", "status", "mean F1", "chance F1", "mean AUC", "wall s"):
         table.add_column(column, justify="left" if column in ("fold", "noise", "status") else "right")

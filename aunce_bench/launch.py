@@ -165,7 +165,7 @@ def start_run(store: ResultStore, run: RunSpec, machine: dict, redo: bool = Fals
     store.start_run(run.run_id, redo=redo, method=run.method.name, protocol=run.protocol, dataset=run.test_data.dataset_name,
                     budget=run.budget, fold=run.fold, seed=run.seed, noise=str(run.noise), spec=run.model_dump(mode="json"),
                     provenance={**machine, "selection": run.selection,
-                                "init": {"init": run.init, "weights": run.init_hash}})
+                                "init": {"init": str(run.init), "weights": run.init_hash}})
 
 
 def execute_run(run: RunSpec, store: ResultStore, device: torch.device, progress: Progress,
@@ -311,7 +311,7 @@ def _build_inits(runs: list[RunSpec], device: torch.device, progress: Progress) 
     includes a build."""
     from aunce_bench.synthface import ensure_synthface, synthface_config
 
-    for backbone, crop in sorted({(run.method.model.backbone, run.crop_size) for run in runs if run.init == "synthface"}):
+    for backbone, crop in sorted({(run.method.model.backbone, run.crop_size) for run in runs if run.init.kind == "synthface"}):
         ensure_synthface(synthface_config(backbone, crop), device, progress)
 
 

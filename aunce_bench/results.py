@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 
 from aunce_bench.errors import UserError
 from aunce_bench.paths import probe_write
+from aunce_bench.specs import Init
 
 SCHEMA_VERSION = 4
 STATUSES = ("running", "done", "failed")
@@ -667,7 +668,7 @@ class ResultStore:
                                     for noise in noise_rows.get(row["run_id"], [])},
                     "history": [{name: entry[name] for name in HISTORY_FIELDS}
                                 for entry in history.get(row["run_id"], [])],
-                    "init": spec.get("method", {}).get("model", {}).get("init") or "scratch",
+                    "init": str(Init.of(spec.get("method", {}).get("model", {}).get("init"))),
                     "init_hash": spec.get("init_hash"),
                     "selection": spec.get("selection"),
                     "spec": spec,

@@ -54,6 +54,11 @@ class Init:
     path: Path | None = None
 
     @classmethod
+    def of(cls, text: str | None) -> "Init":
+        """The init a spec's `model.init` names; unset means scratch (runs stored before inits were recorded)."""
+        return cls.parse(text) if text else cls("scratch")
+
+    @classmethod
     def parse(cls, text: str) -> "Init":
         kind, _, rest = text.partition(":")
         if kind == "checkpoint":
@@ -389,8 +394,8 @@ class RunSpec(Strict):
     code_version: str = __version__
 
     @property
-    def init(self) -> str:
-        return self.method.model.init or "scratch"
+    def init(self) -> Init:
+        return Init.of(self.method.model.init)
 
     @property
     def run_id(self) -> str:

@@ -23,7 +23,7 @@ from aunce_bench.models.init import load_backbone
 from aunce_bench.paths import work_folder
 from aunce_bench.protocols import fold_plans, plan_runs
 from aunce_bench.report.aggregate import run_key
-from aunce_bench.specs import list_protocols, load_method, load_protocol
+from aunce_bench.specs import Init, list_protocols, load_method, load_protocol
 
 runner = CliRunner()
 CLEAN = NoiseSpec.parse("none")
@@ -46,12 +46,12 @@ def test_init_enters_the_run_id_and_is_resolved_by_precedence(tiny_specs, tmp_pa
     weights = tmp_path / "backbone.pth"
     torch.save(create_backbone("resnet18").model.state_dict(), weights)
     from_budget = first_run(tiny_specs)  # the tiny protocol's budgets say init: scratch
-    assert from_budget.init == "scratch" and from_budget.init_hash is None
+    assert str(from_budget.init) == "scratch" and from_budget.init_hash is None
     synth, imagenet = first_run(tiny_specs, init="synthface"), first_run(tiny_specs, init="imagenet")
     checkpoint = first_run(tiny_specs, init=f"checkpoint:{weights}")
     assert imagenet.init_hash == "timm:resnet18.a1_in1k"
     assert synth.init_hash.startswith("synthface:")
-    assert checkpoint.init == f"checkpoint:{weights}"
+    assert str(checkpoint.init) == f"checkpoint:{weights}"
     assert checkpoint.init_hash == "sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()
     assert len({run.run_id for run in (from_budget, synth, imagenet, checkpoint)}) == 4
     torch.save({k: v + 1 for k, v in torch.load(weights).items()}, weights)  # other weights, same path
@@ -62,11 +62,11 @@ def test_init_enters_the_run_id_and_is_resolved_by_precedence(tiny_specs, tmp_pa
     yaml_init.write_text((tiny_specs / "tiny_wce.yaml").read_text().replace("dim: 64}", "dim: 64, init: imagenet}"))
     planned = plan_runs(load_method(str(yaml_init)), load_protocol(str(tiny_specs / "tiny_easy.yaml")), "quick",
                         [1], [0], CLEAN)[0]
-    assert planned.init == "imagenet"
+    assert str(planned.init) == "imagenet"
     assert plan_runs(load_method(str(yaml_init)), load_protocol(str(tiny_specs / "tiny_easy.yaml")), "quick", [1],
                      [0], CLEAN, init="scratch")[0].run_id == from_budget.run_id
-    defaults = {budget: plan_runs(load_method("wce"), load_protocol("synth_bp4d_3fold"), budget, [1], [0],
-                                  CLEAN)[0].init for budget in ("quick", "standard", "full")}
+    defaults = {budget: str(plan_runs(load_method("wce"), load_protocol("synth_bp4d_3fold"), budget, [1], [0],
+                                      CLEAN)[0].init) for budget in ("quick", "standard", "full")}
     assert defaults == {"quick": "synthface", "standard": "synthface", "full": "imagenet"}
 
 
@@ -90,7 +90,7 @@ def test_checkpoint_init_loads_the_file_and_records_its_hash(tmp_path):
     source = create_backbone("resnet18").model.state_dict()
     path = tmp_path / "weights.pth"
     torch.save(source, path)
-    backbone, provenance = load_backbone("resnet18", f"checkpoint:{path}", 56)
+    backbone, provenance = load_backbone("resnet18", Init.parse(f"checkpoint:{path}"), 56)
     for key, value in backbone.model.state_dict().items():
         assert torch.equal(value, source[key]), key
     assert provenance["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -109,7 +109,7 @@ def test_a_file_that_is_not_a_state_dict_is_named_with_how_to_save_one(tiny_spec
     whole = tmp_path / "model.pth"
     torch.save(create_backbone("test_resnet").model, whole)
     with pytest.raises(UserError) as error:
-        load_backbone("test_resnet", f"checkpoint:{whole}", 64)
+        load_backbone("test_resnet", Init.parse(f"checkpoint:{whole}"), 64)
     assert str(error.value) == (f"invalid init: {whole} is not a PyTorch checkpoint (state dict) file: it holds "
                                 f"objects other than tensors (a whole model?); {advice}")
 
@@ -141,7 +141,7 @@ def place_hub_weights(cache) -> dict:
 def test_imagenet_init_loads_timm_weights_from_the_hub_cache_offline(offline_hub):
     """A state dict placed where timm's loader looks (the hub cache layout) is what `imagenet` loads."""
     state = place_hub_weights(offline_hub)
-    backbone, provenance = load_backbone("test_resnet", "imagenet", 64)
+    backbone, provenance = load_backbone("test_resnet", Init.parse("imagenet"), 64)
     for key, value in backbone.model.state_dict().items():
         assert torch.equal(value, state[key]), key
     assert provenance["source"] == "test_resnet.r160_in1k"
@@ -149,7 +149,7 @@ def test_imagenet_init_loads_timm_weights_from_the_hub_cache_offline(offline_hub
 
 def test_imagenet_init_without_network_or_cache_says_where_it_looked(offline_hub, tiny_specs, tmp_path):
     with pytest.raises(UserError) as error:
-        load_backbone("test_resnet", "imagenet", 64)
+        load_backbone("test_resnet", Init.parse("imagenet"), 64)
     message = str(error.value)
     assert "test_resnet" in message and str(offline_hub / "models--timm--test_resnet.r160_in1k") in message
     assert "--init checkpoint:PATH" in message and "\n" not in message
@@ -186,7 +186,7 @@ def test_imagenet_init_without_network_fails_fast_or_loads_the_cached_copy(unrea
 
     started = time.perf_counter()
     with pytest.raises(UserError) as error:
-        load_backbone("test_resnet", "imagenet", 64)
+        load_backbone("test_resnet", Init.parse("imagenet"), 64)
     assert time.perf_counter() - started < 5
     assert str(error.value) == (
         "cannot load ImageNet weights for backbone test_resnet: https://huggingface.co does not answer (OSError: "
@@ -194,7 +194,7 @@ def test_imagenet_init_without_network_fails_fast_or_loads_the_cached_copy(unrea
         "r160_in1k; connect once so that timm can download them, or pass --init checkpoint:PATH with a local state "
         "dict")
     state = place_hub_weights(unreachable_hub)
-    backbone, _ = load_backbone("test_resnet", "imagenet", 64)
+    backbone, _ = load_backbone("test_resnet", Init.parse("imagenet"), 64)
     assert all(torch.equal(value, state[key]) for key, value in backbone.model.state_dict().items())
     assert constants.HF_HUB_OFFLINE is False  # offline only while loading
 

@@ -44,7 +44,7 @@ def synthetic_history(run, skill, epochs=None):
     without validation subjects and in pretraining stages) rising towards the method's skill. `epochs` (stage ->
     count) replaces stages' epoch counts (a run stopped early)."""
     method = run.method
-    stages = [("init pretraining (SynthFace)", 4)] if run.init == "synthface" else []
+    stages = [("init pretraining (SynthFace)", 4)] if run.init.kind == "synthface" else []
     probe = [("linear probe", method.probe.epochs)] if method.probe else []
     stages += {"contrastive_probe": [("contrastive pretraining", method.train.epochs), *probe],
                "coteaching": [("co-teaching", method.train.epochs)], "frozen_probe": probe,

@@ -128,10 +128,10 @@ def _hub_offline(offline: bool) -> Iterator[None]:
         constants.HF_HUB_OFFLINE = previous
 
 
-def load_backbone(name: str, init: str, image_size: int, device: torch.device | None = None,
+def load_backbone(name: str, init: Init, image_size: int, device: torch.device | None = None,
                   progress: "Progress | None" = None) -> tuple[TokenBackbone, dict]:
     """The backbone `name` initialised as `init`, and the init's provenance (kind, source, weights hash)."""
-    parsed = Init.parse(init)
+    parsed = init
     if parsed.kind == "scratch":
         return create_backbone(name, image_size=image_size), {"init": "scratch"}
     if parsed.kind == "imagenet":

@@ -25,7 +25,7 @@ from aunce_bench.errors import UserError
 from aunce_bench.metrics import MISSING_LABEL, chance_au_f1, summarise
 from aunce_bench.report.bootstrap import RESAMPLES, Interval, paired_difference, subject_counts
 from aunce_bench.results import ResultStore, column_array
-from aunce_bench.specs import (FAMILIES, OPTIMISTIC_SELECTIONS, PaperReference, list_methods, list_protocols,
+from aunce_bench.specs import (FAMILIES, OPTIMISTIC_SELECTIONS, Init, PaperReference, list_methods, list_protocols,
                                load_method, load_protocol)
 
 LEGACY_SELECTIONS = {"official": "last_epoch"}  # the name stores written before test_fold existed used
@@ -125,7 +125,7 @@ def run_init(run: dict) -> str:
     """A stored run's backbone init with what pins its weights (`synthface:1a2b3c4d5e6f`); runs stored before
     inits were recorded started from scratch."""
     spec = run["spec"]
-    init = spec["method"]["model"].get("init") or "scratch"
+    init = str(Init.of(spec["method"]["model"].get("init")))
     weights = spec.get("init_hash")
     return init if init == "imagenet" or not weights else f"{init.split(':')[0]}:{weights.split(':')[-1][:12]}"
 
