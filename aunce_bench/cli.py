@@ -173,9 +173,26 @@ def _db_path(db: Optional[Path]) -> Path:
     return db or Path(os.environ.get("AUNCE_BENCH_DB", "results.sqlite"))
 
 
+_SELECTION_HELP = ("model selection: strict (best epoch on validation subjects held out of the training folds), "
+                   "last_epoch (the final model, as the released scripts) or test_fold (best epoch on the test fold, "
+                   "the published practice: optimistic, flagged in every table); default: the protocol's")
 _DATA_ROOT_HELP = "where prepared datasets live (default $AUNCE_BENCH_DATA or ~/.cache/aunce_bench/data)"
 _INIT_HELP = ("backbone initialisation: scratch, imagenet (timm's weights), synthface (the embedded SynthFace "
               "backbone) or checkpoint:PATH; default: the method's, else the protocol budget's")
+
+
+# Options several commands share, declared once
+_QuickOption = Annotated[bool, typer.Option("--quick", help="use the protocol's quick budget (smoke test)")]
+_BudgetOption = Annotated[Optional[str], typer.Option(
+    help="quick, standard or full (default: standard, or full where a protocol on real data has no standard)")]
+_FoldsOption = Annotated[Optional[str], typer.Option(help="folds to run, e.g. 1,2 (default: all)")]
+_SeedsOption = Annotated[str, typer.Option(help="seeds, e.g. 0,1")]
+_SelectionOption = Annotated[Optional[str], typer.Option(help=_SELECTION_HELP)]
+_InitOption = Annotated[Optional[str], typer.Option(help=_INIT_HELP)]
+_DbOption = Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")]
+_DataRootOption = Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)]
+_DeviceOption = Annotated[str, typer.Option(help="cpu or cuda")]
+_DebugOption = Annotated[bool, typer.Option("--debug", help="print the traceback of each failed run")]
 
 
 _ExecutorOption = Annotated[str, typer.Option(
@@ -236,17 +253,16 @@ def _init(text: str | None) -> str | None:
 def run(
     method: Annotated[str, typer.Option(help="method name (aunce-bench list methods) or path to a method YAML")],
     protocol: Annotated[str, typer.Option(help="protocol name (aunce-bench list protocols) or path to a protocol YAML")],
-    quick: Annotated[bool, typer.Option("--quick", help="use the protocol's quick budget (smoke test)")] = False,
-    budget: Annotated[Optional[str], typer.Option(
-        help="quick, standard or full (default: standard, or full where a protocol on real data has no standard)")] = None,
-    folds: Annotated[Optional[str], typer.Option(help="folds to run, e.g. 1,2 (default: all)")] = None,
-    seeds: Annotated[str, typer.Option(help="seeds, e.g. 0,1")] = "0",
+    quick: _QuickOption = False,
+    budget: _BudgetOption = None,
+    folds: _FoldsOption = None,
+    seeds: _SeedsOption = "0",
     noise: Annotated[str, typer.Option(help="training-label noise TYPE:RATE, e.g. symmetric:0.2")] = "none",
-    selection: Annotated[Optional[str], typer.Option(help=_SELECTION_HELP)] = None,
-    init: Annotated[Optional[str], typer.Option(help=_INIT_HELP)] = None,
-    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
-    data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    selection: _SelectionOption = None,
+    init: _InitOption = None,
+    db: _DbOption = None,
+    data_root: _DataRootOption = None,
+    device: _DeviceOption = "cpu",
     precision: _PrecisionOption = "fp32",
     channels_last: _ChannelsLastOption = None,
     compile_models: _CompileOption = False,
@@ -257,7 +273,7 @@ def run(
     keep_embeddings: Annotated[bool, typer.Option(
         "--keep-embeddings", help="also store the trained encoder's test-set embeddings for `aunce-bench diagnose` "
                                   "(redoes done runs that lack them)")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="print the traceback of each failed run")] = False,
+    debug: _DebugOption = False,
     executor: _ExecutorOption = "local",
     ray_address: _RayAddressOption = None,
     cpus_per_run: _CpusPerRunOption = None,
@@ -380,9 +396,6 @@ def _torchrun(nproc: int) -> int:
     return 0
 
 
-_SELECTION_HELP = ("model selection: strict (best epoch on validation subjects held out of the training folds), "
-                   "last_epoch (the final model, as the released scripts) or test_fold (best epoch on the test fold, "
-                   "the published practice: optimistic, flagged in every table); default: the protocol's")
 
 
 def _check_selection(selection: str | None) -> None:
@@ -464,7 +477,7 @@ def prepare(
     out: Annotated[Optional[Path], typer.Option(help="output folder (default: DATA_ROOT/<dataset>)")] = None,
     align: Annotated[bool, typer.Option(
         "--align/--no-align", help="detect and align faces (--no-align: frames are already cropped faces)")] = True,
-    data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
+    data_root: _DataRootOption = None,
     threshold: Annotated[float, typer.Option(help="DISFA: occurrence = intensity >= threshold")] = 2.0,
     name: Annotated[Optional[str], typer.Option(
         help="name of the prepared dataset (default: the format's; megraphau_lists: bp4d or disfa; csv: the file's stem)")] = None,
@@ -586,7 +599,7 @@ def _stored(db: Optional[Path]) -> Path:
 def show(
     run_id: Annotated[str, typer.Argument(help="a stored run's id, or a unique start of it ('aunce-bench results' "
                                                "lists them)")],
-    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    db: _DbOption = None,
 ) -> None:
     """One stored run: what it was, its per-AU metrics, its training curves (sparklines) and its files."""
     from aunce_bench.results import ResultStore
@@ -599,7 +612,7 @@ def show(
 
 @app.command()
 def results(
-    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    db: _DbOption = None,
     format: Annotated[str, typer.Option(help="json, csv or md")] = "json",
     method: Annotated[Optional[str], typer.Option(help="only this method")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="only this protocol")] = None,
@@ -633,7 +646,7 @@ def _check_resamples(resamples: int) -> None:
 @app.command("results-page")
 def results_page(
     out: Annotated[Path, typer.Option(help="the Markdown page to write, e.g. results/RESULTS.md")],
-    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    db: _DbOption = None,
     resamples: Annotated[int, typer.Option(help="bootstrap resamples of the difference-to-best intervals")] = 1000,
 ) -> None:
     """Write the dated results page (machines, versions, leaderboards, noise curves) from a store as Markdown."""
@@ -663,24 +676,23 @@ def sweep(
     random_draws: Annotated[Optional[int], typer.Option(
         "--random", help="draw N points from the --param ranges and lists instead of the grid")] = None,
     sweep_seed: Annotated[Optional[int], typer.Option(help="seed of the --random draws (default 0)")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="use the protocol's quick budget (smoke test)")] = False,
-    budget: Annotated[Optional[str], typer.Option(
-        help="quick, standard or full (default: standard, or full where the protocol has no standard)")] = None,
-    folds: Annotated[Optional[str], typer.Option(help="folds to run, e.g. 1,2 (default: all)")] = None,
-    seeds: Annotated[str, typer.Option(help="seeds, e.g. 0,1")] = "0",
-    selection: Annotated[Optional[str], typer.Option(help=_SELECTION_HELP)] = None,
-    init: Annotated[Optional[str], typer.Option(help=_INIT_HELP)] = None,
-    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    quick: _QuickOption = False,
+    budget: _BudgetOption = None,
+    folds: _FoldsOption = None,
+    seeds: _SeedsOption = "0",
+    selection: _SelectionOption = None,
+    init: _InitOption = None,
+    db: _DbOption = None,
     out: Annotated[Path, typer.Option(help="output folder of the plot (PNG) and tables (HTML)")] = Path("reports"),
-    data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    data_root: _DataRootOption = None,
+    device: _DeviceOption = "cpu",
     precision: _PrecisionOption = "fp32",
     channels_last: _ChannelsLastOption = None,
     compile_models: _CompileOption = False,
     data_loading: _DataLoadingOption = "auto",
     memory_budget: _MemoryBudgetOption = None,
     data_workers: _DataWorkersOption = None,
-    debug: Annotated[bool, typer.Option("--debug", help="print the traceback of each failed run")] = False,
+    debug: _DebugOption = False,
     executor: _ExecutorOption = "local",
     ray_address: _RayAddressOption = None,
     cpus_per_run: _CpusPerRunOption = None,
@@ -769,7 +781,7 @@ def _sensitivity_tables(sweep) -> list[Table]:
 
 @app.command()
 def report(
-    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    db: _DbOption = None,
     out: Annotated[Path, typer.Option(help="output folder: index.html and leaderboard exports")] = Path("reports"),
     resamples: Annotated[int, typer.Option(help="bootstrap resamples of the significance column")] = 1000,
     data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP + " (for their alignment galleries)")] = None,
@@ -812,24 +824,23 @@ def noise_curve(
     noise_type: Annotated[str, typer.Option(help="label-noise model, e.g. symmetric; several, comma-separated "
                                             "(e.g. boundary,weak_intensity), are overlaid in one plot")],
     levels: Annotated[str, typer.Option(help="noise rates in [0, 1); 0 is the clean run")] = "0,0.1,0.2,0.4",
-    quick: Annotated[bool, typer.Option("--quick", help="use the protocol's quick budget (smoke test)")] = False,
-    budget: Annotated[Optional[str], typer.Option(
-        help="quick, standard or full (default: standard, or full where the protocol has no standard)")] = None,
-    folds: Annotated[Optional[str], typer.Option(help="folds to run, e.g. 1,2 (default: all)")] = None,
-    seeds: Annotated[str, typer.Option(help="seeds, e.g. 0,1")] = "0",
-    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    quick: _QuickOption = False,
+    budget: _BudgetOption = None,
+    folds: _FoldsOption = None,
+    seeds: _SeedsOption = "0",
+    db: _DbOption = None,
     out: Annotated[Path, typer.Option(help="output folder of the plot (PNG) and table (HTML)")] = Path("reports"),
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    device: _DeviceOption = "cpu",
     precision: _PrecisionOption = "fp32",
     channels_last: _ChannelsLastOption = None,
     compile_models: _CompileOption = False,
     data_loading: _DataLoadingOption = "auto",
     memory_budget: _MemoryBudgetOption = None,
     data_workers: _DataWorkersOption = None,
-    data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
-    init: Annotated[Optional[str], typer.Option(help=_INIT_HELP)] = None,
-    selection: Annotated[Optional[str], typer.Option(help=_SELECTION_HELP)] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="print the traceback of each failed run")] = False,
+    data_root: _DataRootOption = None,
+    init: _InitOption = None,
+    selection: _SelectionOption = None,
+    debug: _DebugOption = False,
     executor: _ExecutorOption = "local",
     ray_address: _RayAddressOption = None,
     cpus_per_run: _CpusPerRunOption = None,
@@ -921,9 +932,9 @@ def diagnose(
         help="with --method: quick, standard or full (default: as 'aunce-bench run')")] = None,
     fold: Annotated[int, typer.Option(help="with --method: the run's fold")] = 1,
     seed: Annotated[int, typer.Option(help="with --method: the run's seed")] = 0,
-    db: Annotated[Optional[Path], typer.Option(help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    db: _DbOption = None,
     out: Annotated[Path, typer.Option(help="report folder: writes diagnostics/RUN_ID.html and .png in it")] = Path("reports"),
-    data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
+    data_root: _DataRootOption = None,
 ) -> None:
     """Diagnose a run's trained encoder from the test-set embeddings kept by 'run --keep-embeddings': per AU,
     positive- and negative-pair cosine similarity, alignment, uniformity, vMF concentration per class and AUNCE's
@@ -1031,7 +1042,7 @@ def init_build(
     protocol: Annotated[str, typer.Option(help="protocol whose budget sets the input size")] = "synth_bp4d_3fold",
     quick: Annotated[bool, typer.Option("--quick", help="the protocol's quick budget")] = False,
     budget: Annotated[Optional[str], typer.Option(help="quick, standard or full (default: standard)")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    device: _DeviceOption = "cpu",
 ) -> None:
     """Build a SynthFace backbone ahead of time (runs with --init synthface build it on first use)."""
     from aunce_bench.console import progress_for
@@ -1082,17 +1093,16 @@ def cue_audit_command(
 @app.command("study")
 def study_command(
     name: Annotated[str, typer.Argument(help="study name (built-in: lip_aus) or path to a study YAML")],
-    db: Annotated[Optional[Path], typer.Option(
-        help="result database (default results.sqlite or $AUNCE_BENCH_DB)")] = None,
+    db: _DbOption = None,
     run_missing: Annotated[bool, typer.Option("--run/--no-run", help="run the points not stored yet, skipping "
                                               "stored ones (default), or only read the store")] = True,
     page: Annotated[Optional[Path], typer.Option(help="also write the study's Markdown page here (table, what each "
                                                  "factor moved, cue audit of the data)")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
-    data_root: Annotated[Optional[Path], typer.Option(help=_DATA_ROOT_HELP)] = None,
+    device: _DeviceOption = "cpu",
+    data_root: _DataRootOption = None,
     identities: Annotated[int, typer.Option(help="identities per profile in the page's cue audit")] = 24,
     resamples: Annotated[int, typer.Option(help="bootstrap resamples")] = 1000,
-    debug: Annotated[bool, typer.Option("--debug", help="print the traceback of each failed run")] = False,
+    debug: _DebugOption = False,
 ) -> None:
     """Run a controlled study (factors changed one at a time, each point paired with a reference method in its
     own setting) and print its table: mean F1, the focus AUs, the other AUs, each against the reference."""
