@@ -261,7 +261,7 @@ def rare_au_weights(labels: np.ndarray) -> np.ndarray:
     present = labels == 1
     base_rates = present.mean(axis=0)
     inverse = np.divide(1.0, base_rates, out=np.zeros_like(base_rates, dtype=np.float64), where=base_rates > 0)
-    weights = (present * inverse).max(axis=1) if labels.shape[1] else np.zeros(len(labels))
+    weights = (present * inverse).max(axis=1)
     none_present = ~present.any(axis=1)
     if none_present.any():
         weights[none_present] = 1.0 / none_present.mean()
